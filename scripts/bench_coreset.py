@@ -12,17 +12,13 @@ what diversity buys over a random draw. Loss: ``per_sample_loss`` of a tiny rand
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import sys
 import time
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
+from benchlib import command_line, machine, write_results
 
 from agentlab.models.tiny import tiny_llama
 from agentlab.training.coreset import STRATEGIES, CoresetSelector, per_sample_loss, token_features
@@ -34,20 +30,6 @@ VOCAB = 49152
 TOPICS, TOPIC_TOKENS, SHARED_TOKENS, SHARED_SHARE = 20_000, 40, 100, 0.2
 PROMPT_TOKENS = 32  # an unlabelled prefix, like the system prompt, the same in every sample
 LABELLED_RANGE = (32, 256)
-
-
-def machine() -> dict[str, Any]:
-    """Where the figures come from; the load average shows whether other work shared the cores."""
-    return {
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "python": sys.version.split()[0],
-        "numpy": np.__version__,
-        "torch": torch.__version__,
-        "transformers": version("transformers"),
-        "load_average_1m": round(os.getloadavg()[0], 2),
-    }
 
 
 def synthetic_samples(n: int, seed: int = 0) -> tuple[list[dict[str, np.ndarray]], np.ndarray]:
@@ -188,18 +170,14 @@ def main() -> None:
     parser.add_argument("--loss-batch-sizes", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args()
-    results: dict[str, Any] = {"machine": machine()}
+    results: dict[str, Any] = {"machine": machine("numpy")}
     samples, topics = synthetic_samples(args.n)
     losses = np.random.default_rng(1).gamma(2.0, 1.0, size=args.n)
     selection = time_selection(samples, topics, losses, args.target, args.feature_dim)
     results["selection"] = {"n": args.n, "target": args.target, "feature_dim": args.feature_dim, **selection}
     results["loss"] = time_loss(args.loss_samples, args.loss_lengths, args.loss_batch_sizes)
     results["load_average_1m_after"] = round(os.getloadavg()[0], 2)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    command = " ".join(["python scripts/bench_coreset.py", *sys.argv[1:]])
-    (args.out / "README.md").write_text(readme(results, command))
-    print(f"wrote {args.out}/results.json and README.md")
+    write_results(args.out, results, readme(results, command_line("bench_coreset.py")))
 
 
 if __name__ == "__main__":

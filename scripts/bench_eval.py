@@ -60,7 +60,7 @@ def bench_lab(domain: Tau2Domain, base_url: str, task_ids: list[str]) -> dict[st
     """The lab runner as its README runs it: one task after another, with the documented schema workaround."""
     import agent_framework_lab_tau2.runner as lab_runner
 
-    lab_runner._get_openai_schema = lambda tool: tool.to_json_schema_spec()  # noqa: SLF001 - ANCHORS 3 workaround
+    lab_runner._get_openai_schema = lambda tool: tool.to_json_schema_spec()
     tasks = {t.id: t for t in domain.tasks("base")}
     rewards: dict[str, float] = {}
 

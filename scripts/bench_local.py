@@ -12,17 +12,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import platform
-import sys
 import time
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-import torch
 from agent_framework import Agent
+from benchlib import command_line, machine, write_results
 
 from agentlab.eval.domains import Tau2Domain
 from agentlab.eval.runner import assistant_system_prompt
@@ -87,21 +83,6 @@ async def _interleaved(turns: int, max_new_tokens: int) -> tuple[list[dict[str, 
         with_reuse.append(await reuse.turn(index))
         without_reuse.append(await plain.turn(index))
     return with_reuse, without_reuse
-
-
-def machine() -> dict[str, Any]:
-    """Where the figures come from; the load average shows whether other work shared the cores."""
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "cuda": torch.cuda.is_available(),
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
-        "transformers": version("transformers"),
-        "load_average_1m": round(os.getloadavg()[0], 2),
-    }
 
 
 def measure_prefix_reuse(turns: int = 5, max_new_tokens: int = 32) -> dict[str, Any]:
@@ -191,11 +172,7 @@ def main() -> None:
     results = measure_prefix_reuse(args.turns, args.max_new_tokens)
     print(table(results))
     print(f"identical replies: {results['identical_replies']}")
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    command = f"python scripts/bench_local.py --turns {args.turns} --max-new-tokens {args.max_new_tokens}"
-    (args.out / "README.md").write_text(readme(results, command))
-    print(f"wrote {args.out}/results.json and README.md")
+    write_results(args.out, results, readme(results, command_line("bench_local.py")))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from conftest import ROOT
 from agentlab.config import check_config
 
 sys.path.insert(0, str(ROOT / "scripts"))
-from run_benchmark import parse, to_overrides  # noqa: E402
+from run_benchmark import parse, to_overrides
 
 
 def test_seed_flags_map_to_overrides(compose_cfg):

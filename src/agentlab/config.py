@@ -45,6 +45,7 @@ RULES = [
     Rule("task_ids", _optional(lambda v: isinstance(v, Sequence) and not isinstance(v, str) and len(v) > 0), "null or a non-empty list of task ids"),
     Rule("task_split", _optional(lambda v: isinstance(v, str)), "null or a split name"),
     Rule("max_steps", _int_at_least(2), "an integer >= 2 (one agent and one user turn)"),
+    Rule("max_tool_rounds", _int_at_least(1), "an integer >= 1"),
     Rule("window_tokens", _int_at_least(256), "an integer >= 256"),
     Rule("agent_temperature", _number_at_least(0.0), "a number >= 0"),
     Rule("user_temperature", _number_at_least(0.0), "a number >= 0"),
@@ -53,6 +54,7 @@ RULES = [
     Rule("patch_env", lambda v: isinstance(v, bool), "true or false"),
     Rule("debug", lambda v: isinstance(v, bool), "true or false"),
     Rule("progress", lambda v: isinstance(v, bool), "true or false"),
+    Rule("hardware.quantization", _optional(lambda v: v in ("none", "4bit", "8bit")), "null, none, 4bit or 8bit (bitsandbytes)"),
 ]
 
 

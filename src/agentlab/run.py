@@ -12,6 +12,7 @@ from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -41,8 +42,11 @@ def main(cfg: DictConfig) -> float | None:
     """Returns the average reward, the objective of hyperparameter sweeps."""
     try:
         summary = run(cfg)
-    except ConfigError as exc:
-        print(f"agentlab: config error: {exc}", file=sys.stderr)
+    except (ConfigError, InstantiationException) as exc:
+        cause = exc if isinstance(exc, ConfigError) else exc.__cause__
+        if not isinstance(cause, ConfigError):
+            raise
+        print(f"agentlab: config error: {cause}", file=sys.stderr)
         sys.exit(2)
     return summary.get("avg_reward")
 

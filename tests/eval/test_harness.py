@@ -116,3 +116,11 @@ def test_a_task_with_an_initial_history_is_continued_and_scored_with_it(tmp_path
     history = next(t for t in history if t.id == "update_task_with_message_history").initial_state.message_history
     assert [m["role"] for m in row["messages"][: len(history)]] == [m.role for m in history]
     assert summary["avg_reward"] == 1.0  # the evaluator replayed the history, so task_2 existed for the update
+
+
+def test_tool_rounds_per_agent_turn_are_bounded(airline):
+    """A model that keeps calling tools must still end its turn: agent-framework's loop gets max_tool_rounds."""
+    task = airline.tasks("train")[1]
+    client = OracleModel().client(task, "agent")
+    TaskRunner(airline, max_tool_rounds=2).assistant_agent(client, task)
+    assert client.function_invocation_configuration["max_iterations"] == 2

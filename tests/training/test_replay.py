@@ -39,6 +39,15 @@ def test_two_rounds_then_a_restart(tmp_path: Path) -> None:
     assert state["seen"] == 48 and state["format"] == "agentlab.replay/1"
 
 
+def test_a_round_id_enters_the_buffer_once_across_restarts(tmp_path: Path) -> None:
+    path = tmp_path / "replay.jsonl"
+    assert ReplayBuffer(path, buffer_size=50).add_round(round_of("a", 10), round_id="run-1")
+    restarted = ReplayBuffer(path, buffer_size=50)  # a re-run of the same round after a crash
+    assert not restarted.add_round(round_of("a", 10), round_id="run-1")
+    assert restarted.seen == 10 and restarted.rounds == ["run-1"]
+    assert restarted.add_round(round_of("b", 5), round_id="run-2") and ReplayBuffer(path).seen == 15
+
+
 def test_reservoir_stays_bounded_and_keeps_old_rounds(tmp_path: Path) -> None:
     buffer = ReplayBuffer(tmp_path / "r.jsonl", buffer_size=100, replay_ratio=0.0, seed=0)
     for r in range(10):

@@ -50,6 +50,8 @@ def check_mask(formatter: AgentSFTFormatter, dialog: Dialog) -> dict[str, Any]:
     assert sample["attention_mask"] == [1] * len(sample["input_ids"])
     assert all(label in (IGNORE_INDEX, token) for token, label in zip(sample["input_ids"], sample["labels"], strict=True))
     turns = [i for i, turn in enumerate(chat) if turn["role"] == "assistant"]
+    if dialog.turns[0]["role"] == "assistant" and not formatter.train_on_opening:
+        turns = turns[1:]  # the harness's greeting is prompt, not output
     runs = labelled_runs(sample)
     assert len(runs) == len(turns)
     for (start, ids), index in zip(runs, turns, strict=True):
@@ -63,20 +65,24 @@ def test_loss_mask_covers_exactly_the_assistant_turns() -> None:
     sample = check_mask(formatter, weather_dialog())
     decoded = [tokenizer().decode(ids) for _, ids in labelled_runs(sample)]
     assert decoded == [
-        "Hi! How can I help you today?<|im_end|>",
         '<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call><|im_end|>',
         "It is sunny and 21 degrees in Paris.<|im_end|>",
     ]
-    call = parse_reply(decoded[1].removesuffix("<|im_end|>"), {"get_weather", "book_taxi"})
+    call = parse_reply(decoded[0].removesuffix("<|im_end|>"), {"get_weather", "book_taxi"})
     assert call.calls == [("get_weather", {"city": "Paris"})] and call.format_error is None
     assert "Tool result (get_weather): " in sample["text"] and '"name":"book_taxi"' in sample["text"]
+
+
+def test_the_opening_greeting_is_trained_only_on_request() -> None:
+    sample = check_mask(AgentSFTFormatter(tokenizer(), max_length=4096, train_on_opening=True), weather_dialog())
+    assert tokenizer().decode(labelled_runs(sample)[0][1]) == "Hi! How can I help you today?<|im_end|>"
 
 
 def test_backend_merging_rules_are_kept() -> None:
     formatter = AgentSFTFormatter(tokenizer(), max_length=4096)
     sample = check_mask(formatter, taxi_dialog())
     decoded = [tokenizer().decode(ids) for _, ids in labelled_runs(sample)]
-    assert decoded[1].startswith("Let me check.\n<tool_call>")
+    assert decoded[0].startswith("Let me check.\n<tool_call>")
     assert "Tool result (get_weather): rain\n\nStill book it." in sample["text"]
 
 

@@ -78,3 +78,26 @@ def test_dpo_step_saves_an_adapter(tiny_base, tmp_path):
     )
     assert (result.adapter_dir / "adapter_model.safetensors").is_file() and result.metrics["train/steps"] == 1
     assert math.isclose(result.metrics["train/loss"], math.log(2), rel_tol=0.05)  # DPO starts at -log(sigmoid(0))
+
+
+def test_detached_prefix_keeps_the_loss_and_trains(tiny_base, tmp_path):
+    """The prefix-detached forward gives the full sequence's loss; a trl step with it saves an adapter."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from agentlab.training.trainers.sft import split_at_prefix
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_base).train()
+    sample = _samples(1)[0]
+    inputs = {
+        "input_ids": torch.tensor([sample["input_ids"]]),
+        "attention_mask": torch.ones(1, len(sample["input_ids"]), dtype=torch.long),
+        "labels": torch.tensor([sample["labels"]]),
+    }
+    split = split_at_prefix(model, inputs)
+    assert split["input_ids"].shape[1] == len(sample["input_ids"]) - 19  # from the token before the first label
+    assert torch.allclose(model(**split).loss, model(**inputs).loss, atol=1e-5)
+
+    algo = SFTAlgorithm(lora=LORA, detach_prefix=True, max_steps=2, per_device_train_batch_size=2, logging_steps=1)
+    result = algo.train(str(tiny_base), _samples(), tmp_path)
+    assert (result.adapter_dir / "adapter_model.safetensors").is_file() and math.isfinite(result.metrics["train/loss"])

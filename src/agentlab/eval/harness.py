@@ -99,11 +99,15 @@ class Evaluation:
         todo = [(t, trial) for trial in range(self.num_trials) for t in tasks if (t.id, trial) not in done]
         self.logger.start(config, run_dir, name=name, group=group, job_type=self.job_type)
         asyncio.run(self._run_pairs(todo, store, already=len(done), total=len(tasks) * self.num_trials))
-        wanted = {(t.id, trial) for t in tasks for trial in range(self.num_trials)}
-        rows = [row for row in store.rows if (row["task_id"], row["trial"]) in wanted]
+        rows = self.selected_rows(store.rows, tasks)
         summary = summarize(rows, self.num_trials, time.perf_counter() - started)
         self._record(run_dir, rows, tasks, summary)
         return summary
+
+    def selected_rows(self, rows: list[dict[str, Any]], tasks: list[Task]) -> list[dict[str, Any]]:
+        """The rows of this evaluation's (task, trial) pairs (a run dir may hold others from earlier runs)."""
+        wanted = {(t.id, trial) for t in tasks for trial in range(self.num_trials)}
+        return [row for row in rows if (row["task_id"], row["trial"]) in wanted]
 
     async def _run_pairs(self, todo: list[tuple[Task, int]], store: ResultStore, already: int, total: int) -> None:
         semaphore = asyncio.Semaphore(self.concurrency)
@@ -216,7 +220,8 @@ def print_summary(summary: dict[str, Any], run_dir: Path) -> None:
     for reason, count in sorted(summary["termination_reasons"].items()):
         table.add_row(f"ended: {reason}", str(count))
     table.add_row("errors", str(summary["errors"]))
-    table.add_row("format errors", str(summary["format_errors"]))
+    table.add_row("tool-call replies / malformed", f"{summary['tool_call_turns']} / {summary['format_errors']}")
+    table.add_row("tool-call format validity", f"{summary['tool_call_validity']:.3f}")
     table.add_row("tokens in / out", f"{summary['input_tokens']} / {summary['output_tokens']}")
     table.add_row("wall time (s)", f"{summary['wall_time_s']:.1f}")
     Console().print(table)

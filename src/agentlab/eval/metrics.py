@@ -22,6 +22,26 @@ def pass_k(rows: list[dict[str, Any]], num_trials: int) -> dict[int, float]:
     }
 
 
+def tool_call_format(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """How well the agent's replies follow the tool-call format.
+
+    ``tool_call_validity`` = well-formed call replies / (well-formed call replies + malformed attempts, retries
+    included): 0.0 when the agent never produced a valid call. ``tool_call_turn_share`` = assistant turns that
+    call a tool / all assistant turns (the harness's fixed greeting included).
+    """
+    assistant = [m for row in rows for m in row.get("messages") or [] if m.get("role") == "assistant"]
+    call_turns = sum(1 for m in assistant if m.get("tool_calls"))
+    malformed = sum(row.get("format_errors", 0) for row in rows)
+    attempts = call_turns + malformed
+    return {
+        "assistant_turns": len(assistant),
+        "tool_call_turns": call_turns,
+        "format_errors": malformed,
+        "tool_call_validity": call_turns / attempts if attempts else 0.0,
+        "tool_call_turn_share": call_turns / len(assistant) if assistant else 0.0,
+    }
+
+
 def summarize(rows: list[dict[str, Any]], num_trials: int, wall_time: float) -> dict[str, Any]:
     """The end-of-run summary: rewards, pass^k, termination reasons, errors, tokens, time."""
     usage: Counter[str] = Counter()
@@ -37,6 +57,6 @@ def summarize(rows: list[dict[str, Any]], num_trials: int, wall_time: float) -> 
         "errors": sum(1 for row in rows if row.get("error")),
         "input_tokens": usage.get("input_token_count", 0),
         "output_tokens": usage.get("output_token_count", 0),
-        "format_errors": sum(row.get("format_errors", 0) for row in rows),
+        **tool_call_format(rows),
         "wall_time_s": round(wall_time, 2),
     }

@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from agent_framework import Agent, AgentResponse, Content, Message, SupportsChatGetResponse
 from tau2.data_model.simulation import RewardInfo, SimulationRun, TerminationReason
@@ -95,7 +95,7 @@ class Episode:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat()
+    return datetime.now(UTC).isoformat()
 
 
 def _add_usage(total: dict[str, int], response: AgentResponse) -> None:
@@ -115,9 +115,11 @@ class TaskRunner:
         assistant_window_size: int = 32768,
         user_sampling_temperature: float = 0.0,
         debug: bool = False,
+        max_tool_rounds: int = 10,
     ) -> None:
         self.domain = domain
         self.max_steps = max_steps
+        self.max_tool_rounds = max_tool_rounds
         self.assistant_sampling_temperature = assistant_sampling_temperature
         self.assistant_window_size = assistant_window_size
         self.user_sampling_temperature = user_sampling_temperature
@@ -131,6 +133,9 @@ class TaskRunner:
         window = SlidingWindowHistoryProvider(
             system_message=prompt, tool_definitions=tool_schemas(tools), max_tokens=self.assistant_window_size
         )
+        config = getattr(client, "function_invocation_configuration", None)
+        if isinstance(config, dict):  # a model that keeps calling tools must still end its turn
+            config["max_iterations"] = self.max_tool_rounds
         agent = Agent(
             client=client,
             instructions=prompt,

@@ -29,7 +29,7 @@ def convert_tau2_tool_to_function_tool(tau2_tool: Tool, env: Environment) -> Fun
 
     return FunctionTool(
         name=tau2_tool.name,
-        description=tau2_tool._get_description(),  # noqa: SLF001 - tau2's only accessor for it
+        description=tau2_tool._get_description(),
         func=wrapped_func,
         input_model=tau2_tool.params,
     )

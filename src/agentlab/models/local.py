@@ -13,6 +13,7 @@ each prompt resumes from the slot sharing its longest token prefix and only the 
 from __future__ import annotations
 
 import asyncio
+import copy
 import re
 import threading
 import uuid
@@ -200,6 +201,16 @@ class LocalHFModel(ModelFactory):
     def model_path(self) -> str:
         """Where the weights are, resolved at load time (a subclass may build the folder then)."""
         return self.path
+
+    def with_adapter(self, adapter: str | None) -> LocalHFModel:
+        """The same model config with another adapter (nothing loaded or cached yet): base vs trained runs."""
+        clone = copy.copy(self)
+        clone.adapter = adapter
+        clone.prefix_cache = PrefixCache(self.prefix_cache.slots) if self.prefix_cache is not None else None
+        clone.cache_hits = clone.reused_tokens = clone.prefill_tokens = clone.generations = 0
+        clone._loaded = None
+        clone._load_lock, clone._generate_lock = threading.Lock(), threading.Lock()
+        return clone
 
     def load(self) -> LoadedModel:
         """The loaded model, loading it on the first call (once, even from several threads)."""

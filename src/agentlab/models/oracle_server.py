@@ -76,7 +76,7 @@ def make_handler(brain: OracleBrain, latency_s: float) -> type[BaseHTTPRequestHa
         protocol_version = "HTTP/1.1"
         disable_nagle_algorithm = True  # headers and body go out in two writes: Nagle would hold the body ~40 ms
 
-        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
             try:
                 reply = completion(body["model"], brain.answer(body["model"], body["messages"]))

@@ -44,6 +44,7 @@ class ReplayBuffer:
         self.replay_ratio = replay_ratio
         self.samples: list[Sample] = []
         self.seen = 0
+        self.rounds: list[str] = []  # ids of the rounds added (``add_round``)
         self.rng = np.random.default_rng(seed)
         if self.path.exists():
             self._load()
@@ -62,11 +63,28 @@ class ReplayBuffer:
 
         The new samples then enter the reservoir and the buffer is saved. The trainer shuffles the list.
         """
-        chosen = self.rng.choice(len(self.samples), size=self.replay_count(len(new_samples)), replace=False)
-        replay = [self.samples[i] for i in chosen]
-        self._add(new_samples)
-        self._save()
+        replay = self.draw(len(new_samples))
+        self.add_round(new_samples)
         return [*new_samples, *replay]
+
+    def draw(self, new: int) -> list[Sample]:
+        """The replay samples for a round of ``new`` samples (``replay_count`` of them, without replacement)."""
+        chosen = self.rng.choice(len(self.samples), size=self.replay_count(new), replace=False)
+        return [self.samples[i] for i in chosen]
+
+    def add_round(self, new_samples: Sequence[Sample], round_id: str | None = None) -> bool:
+        """Add a round's new samples to the reservoir and save; False (nothing done) if ``round_id`` was added before.
+
+        A caller that keeps its round's list and re-runs after a crash passes the same ``round_id``: the round
+        enters the buffer exactly once, whether the crash came before or after the save.
+        """
+        if round_id is not None and round_id in self.rounds:
+            return False
+        self._add(new_samples)
+        if round_id is not None:
+            self.rounds.append(round_id)
+        self._save()
+        return True
 
     def _add(self, new_samples: Sequence[Sample]) -> None:
         """Reservoir sampling (Algorithm R): item number ``t`` (0-based) replaces a slot with probability size/(t+1)."""
@@ -79,7 +97,7 @@ class ReplayBuffer:
         self.seen += len(new_samples)
 
     def _state(self) -> dict[str, Any]:
-        return {"format": FORMAT, "seen": self.seen, "buffer_size": self.buffer_size, "rng": self.rng.bit_generator.state}
+        return {"format": FORMAT, "seen": self.seen, "buffer_size": self.buffer_size, "rng": self.rng.bit_generator.state, "rounds": self.rounds}
 
     def _save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -96,6 +114,7 @@ class ReplayBuffer:
             )
         self.samples = [self._row(rows, number) for number in range(2, len(rows) + 1)]
         self.seen = state["seen"]
+        self.rounds = list(state.get("rounds") or [])
         self.rng.bit_generator.state = state["rng"]
         if len(self.samples) > self.buffer_size:  # buffer_size shrank: a uniform subset of a uniform sample
             keep = np.sort(self.rng.choice(len(self.samples), size=self.buffer_size, replace=False))

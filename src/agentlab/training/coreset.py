@@ -192,6 +192,11 @@ class CoresetSelector:
         self.feature_dim = feature_dim
         self.batch_size = batch_size
 
+    def needs_model(self, n: int) -> bool:
+        """Whether choosing from ``n`` samples ranks them by loss, which a model computes."""
+        k = n if self.target_size is None else min(self.target_size, n)
+        return self.strategy in ("loss_topk", "hybrid") and k < n
+
     def select(self, samples: Sequence[Sample], model: Any = None, losses: Sequence[float] | None = None) -> list[Sample]:
         """The kept samples, in their original order (see ``select_indices``)."""
         return [samples[i] for i in self.select_indices(samples, model=model, losses=losses)]

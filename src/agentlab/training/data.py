@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -274,7 +274,7 @@ def turns_from_tau2(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return turns[: last + 1]
 
 
-def _row_dialog(row: dict[str, Any], path: Path, prompts: dict[str, tuple[str, list[dict[str, Any]]]]) -> Dialog:
+def _row_dialog(row: dict[str, Any], path: str | Path, prompts: dict[str, tuple[str, list[dict[str, Any]]]]) -> Dialog:
     domain = row["config"]["domain"]
     if domain not in prompts:
         prompts[domain] = domain_prompt(domain)
@@ -297,32 +297,36 @@ def _row_dialog(row: dict[str, Any], path: Path, prompts: dict[str, tuple[str, l
     return parse_dialog(obj)
 
 
-def dialogs_from_results(path: str | Path, min_reward: float = 1.0) -> list[Dialog]:
-    """The dialogs of an evaluation run's ``results.jsonl`` whose reward is at least ``min_reward``.
+def dialogs_from_rows(rows: Iterable[tuple[int, Any]], source: str | Path, min_reward: float | None = 1.0) -> list[Dialog]:
+    """The dialogs of numbered result rows whose reward is at least ``min_reward`` (None: every finished row).
 
     Error rows (no conversation) are skipped. System prompt and tools are the domain's, as the harness
     showed them to the agent, so a model trained on these sees at training what it sees at evaluation.
     """
-    path = Path(path)
     prompts: dict[str, tuple[str, list[dict[str, Any]]]] = {}
     dialogs = []
-    for number, row in _json_rows(path):
+    for number, row in rows:
         if not isinstance(row, dict):
-            raise DialogError(f"{path}: row {number}: not a usable result row: expected a JSON object")
+            raise DialogError(f"{source}: row {number}: not a usable result row: expected a JSON object")
         try:
-            if row.get("error") or float(row["reward"]) < min_reward:
+            if row.get("error") or (min_reward is not None and float(row["reward"]) < min_reward):
                 continue
-            dialogs.append(_row_dialog(row, path, prompts))
+            dialogs.append(_row_dialog(row, source, prompts))
         except (DialogError, KeyError, TypeError, ValueError) as exc:
             detail = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)
-            raise DialogError(f"{path}: row {number}: not a usable result row: {detail}") from None
+            raise DialogError(f"{source}: row {number}: not a usable result row: {detail}") from None
     return dialogs
+
+
+def dialogs_from_results(path: str | Path, min_reward: float = 1.0) -> list[Dialog]:
+    """The dialogs of an evaluation run's ``results.jsonl`` whose reward is at least ``min_reward``."""
+    return dialogs_from_rows(_json_rows(Path(path)), Path(path), min_reward)
 
 
 # --- expert dialogs from the oracle ---------------------------------------------------------------------------
 
 
-def _refuse_held_out(tasks: list[Task], domain: Tau2Domain, split: str | None) -> None:
+def refuse_held_out(tasks: list[Task], domain: Tau2Domain, split: str | None) -> None:
     """Training data must not come from the test split (or a split holding its tasks, like ``base``)."""
     if HELD_OUT_SPLIT not in domain.splits():
         return
@@ -367,7 +371,7 @@ def expert_dialogs(
         progress=False,
     )
     tasks = evaluation.tasks()
-    _refuse_held_out(tasks, tau2_domain, split)
+    refuse_held_out(tasks, tau2_domain, split)
     wanted = {t.id for t in tasks}
 
     def run(directory: Path) -> list[Dialog]:

@@ -8,7 +8,9 @@ assistant turn is the prompt the backend builds for that turn (before window tru
 itself is what ``parse_reply`` reads back.
 
 Loss mask: ``labels`` equal ``input_ids`` on the tokens of assistant turns (the turn's text and the
-template's end-of-turn marker, which teaches the model to stop) and -100 elsewhere. The spans are found
+template's end-of-turn marker, which teaches the model to stop) and -100 elsewhere. A dialog that opens
+with an assistant turn (every harness conversation: the fixed greeting) has that turn masked too, since
+the model never generates it (``train_on_opening=True`` keeps it). The spans are found
 in characters by rendering the chat up to each assistant turn (with and without it) and mapped to tokens
 through the tokenizer's offsets: a token belongs to a turn when it starts inside it.
 
@@ -94,11 +96,14 @@ def validate_task_weights(weights: Mapping[str, float]) -> dict[str, float]:
 class AgentSFTFormatter:
     """Seed 003's formatter: ``format_dialog`` gives token ids, labels on assistant turns only, and a task type."""
 
-    def __init__(self, tokenizer: Any, max_length: int, task_weights: Mapping[str, float] | None = None) -> None:
+    def __init__(
+        self, tokenizer: Any, max_length: int, task_weights: Mapping[str, float] | None = None, train_on_opening: bool = False
+    ) -> None:
         if max_length < 1:
             raise ValueError(f"max_length must be >= 1, got {max_length}")
         self.tokenizer = tokenizer
         self.max_length = max_length
+        self.train_on_opening = train_on_opening
         self.task_weights = validate_task_weights(task_weights or DEFAULT_TASK_WEIGHTS)
         self.tool_role = has_tool_role(tokenizer)
 
@@ -131,6 +136,8 @@ class AgentSFTFormatter:
         chat = render_chat(dialog, self.tool_role)
         text = self._render(chat, generation_prompt=False)
         spans = self.assistant_spans(chat, text)
+        if dialog.turns[0]["role"] == "assistant" and not self.train_on_opening:
+            spans = spans[1:]  # the harness's fixed greeting: part of the prompt at inference, never generated
         encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         ids = list(encoded["input_ids"])[: self.max_length]
         starts = np.array([start for start, _ in encoded["offset_mapping"][: len(ids)]], dtype=np.int64)
@@ -146,6 +153,20 @@ class AgentSFTFormatter:
             "task_type": classify_task(dialog),
             "text": text[:kept_chars],
         }
+
+    def prompt_and_completion(self, dialog: Dialog, first_turn: int = 1) -> tuple[str, str] | None:
+        """The dialog's text split where assistant turn ``first_turn`` starts (None when it has fewer turns).
+
+        Preference pairs need one prompt and two continuations: with ``first_turn=1`` the prompt is what the
+        backend shows the agent after the harness's fixed greeting (turn 0), the completion everything after.
+        """
+        chat = render_chat(dialog, self.tool_role)
+        text = self._render(chat, generation_prompt=False)
+        spans = self.assistant_spans(chat, text)
+        if len(spans) <= first_turn:
+            return None
+        cut = spans[first_turn][0]
+        return text[:cut], text[cut:]
 
     def format_dialogs(self, dialogs: Sequence[Dialog]) -> list[Sample]:
         """Every dialog formatted; those left without an assistant token by truncation are dropped (and logged)."""

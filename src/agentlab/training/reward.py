@@ -272,6 +272,16 @@ def _json_value(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
 
+def totals_logged(
+    model: AgentRewardModel, breakdowns: Sequence[RewardBreakdown], log_metric: Callable[[str, float], None] | None
+) -> list[float]:
+    """The rewards TRL gets; each term's batch mean goes to TRL's ``log_metric`` as ``agent_reward/<term>``."""
+    if log_metric is not None:
+        for term in model.weights:
+            log_metric(f"agent_reward/{term}", sum(b.terms[term] for b in breakdowns) / len(breakdowns))
+    return [b.total for b in breakdowns]
+
+
 class AgentRewardFunction:
     """The reward as a TRL ``reward_funcs`` entry: ``f(prompts, completions, **kwargs) -> list[float]``.
 
@@ -305,11 +315,7 @@ class AgentRewardFunction:
             self.model.compute(self.trajectory(task, history, completion, domain))
             for task, history, completion, domain in zip(kwargs["task"], histories, completions, domains, strict=True)
         ]
-        log_metric: Callable[[str, float], None] | None = kwargs.get("log_metric")
-        if log_metric is not None:
-            for term in self.model.weights:
-                log_metric(f"agent_reward/{term}", sum(b.terms[term] for b in breakdowns) / len(breakdowns))
-        return [b.total for b in breakdowns]
+        return totals_logged(self.model, breakdowns, kwargs.get("log_metric"))
 
     def trajectory(self, task: Any, history: Any, completion: Any, domain: str) -> Trajectory:
         """The tau2 trajectory of one completion, its tool calls executed in a fresh task environment."""

@@ -1,1 +1,1 @@
-"""LoRA trainers, one module per algorithm (the ``rl_algo`` config group): sft, dpo."""
+"""LoRA trainers, one module per algorithm (the ``rl_algo`` config group): sft, dpo, grpo."""

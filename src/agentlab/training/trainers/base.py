@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agentlab.training.hardware import load_base_model
+
 
 @dataclass
 class LoraSettings:
@@ -29,6 +31,7 @@ class TrainResult:
 
     adapter_dir: Path
     metrics: dict[str, float]
+    log_history: list[dict[str, Any]] = field(default_factory=list)
 
 
 def last_checkpoint(checkpoints: Path) -> str | None:
@@ -42,18 +45,21 @@ class LoraAlgorithm:
 
     name = "lora"
 
-    def __init__(self, lora: dict[str, Any] | None = None, **training_args: Any) -> None:
+    def __init__(self, lora: dict[str, Any] | None = None, quantization: str | None = None, **training_args: Any) -> None:
         self.lora = LoraSettings(**(lora or {}))
+        self.quantization = quantization
         self.args = training_args
 
     def model_and_peft(self, model_path: str, init_adapter: str | None) -> tuple[Any, Any, Any]:
-        """(model, tokenizer, peft_config): a saved adapter is continued (trainable), else a new LoRA config."""
-        import torch
+        """(model, tokenizer, peft_config): a saved adapter is continued (trainable), else a new LoRA config.
+
+        The base model is loaded at the hardware profile's ``quantization`` (bitsandbytes; fp32 without).
+        """
         from peft import LoraConfig, PeftModel
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(model_path)
-        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+        model = load_base_model(model_path, self.quantization, gradient_checkpointing=self.args.get("gradient_checkpointing", True))
         if init_adapter:
             return PeftModel.from_pretrained(model, init_adapter, is_trainable=True), tokenizer, None
         lora = self.lora
@@ -62,8 +68,20 @@ class LoraAlgorithm:
         )
         return model, tokenizer, config
 
-    def fit(self, trainer_cls: Any, config_cls: Any, rows: list[dict[str, Any]], model_path: str, output_dir: Path, init_adapter: str | None) -> TrainResult:
-        """Build the trl trainer on ``rows``, train (resuming if a checkpoint exists), save the adapter."""
+    def fit(
+        self,
+        trainer_cls: Any,
+        config_cls: Any,
+        rows: list[dict[str, Any]],
+        model_path: str,
+        output_dir: Path,
+        init_adapter: str | None,
+        trainer_kwargs: dict[str, Any] | None = None,
+    ) -> TrainResult:
+        """Build the trl trainer on ``rows``, train (resuming if a checkpoint exists), save the adapter.
+
+        ``trainer_kwargs`` go to the trainer's constructor as well (GRPO's ``reward_funcs``, ``environment_factory``).
+        """
         import torch
         from datasets import Dataset
 
@@ -74,18 +92,29 @@ class LoraAlgorithm:
         config = config_cls(
             output_dir=str(checkpoints), report_to=[], use_cpu=not torch.cuda.is_available(), save_strategy="steps", save_total_limit=2, **self.args
         )
-        trainer = trainer_cls(model=model, args=config, train_dataset=Dataset.from_list(rows), processing_class=tokenizer, peft_config=peft_config)
+        trainer = trainer_cls(
+            model=model,
+            args=config,
+            train_dataset=Dataset.from_list(rows),
+            processing_class=tokenizer,
+            peft_config=peft_config,
+            **(trainer_kwargs or {}),
+        )
         started = time.perf_counter()
         output = trainer.train(resume_from_checkpoint=last_checkpoint(checkpoints))
         seconds = time.perf_counter() - started
         adapter_dir = Path(output_dir) / "adapter"
         trainer.model.save_pretrained(adapter_dir)
+        history = trainer.state.log_history
+        tokens = trainer.state.num_input_tokens_seen or max((float(h.get("num_tokens", 0)) for h in history), default=0.0)
         return TrainResult(
             adapter_dir=adapter_dir,
             metrics={
                 "train/loss": float(output.training_loss),
                 "train/steps": float(output.global_step),
                 "train/runtime_s": seconds,
-                "train/tokens_per_s": float(trainer.state.num_input_tokens_seen or 0) / seconds if seconds > 0 else 0.0,
+                "train/tokens": tokens,
+                "train/tokens_per_s": tokens / seconds if seconds > 0 else 0.0,
             },
+            log_history=history,
         )

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agentlab.training.trainers.base import LoraAlgorithm, TrainResult
+
+if TYPE_CHECKING:
+    from agentlab.training.stage import TrainingData
 
 
 def preference_pairs(scored: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -44,3 +47,9 @@ class DPOAlgorithm(LoraAlgorithm):
 
         rows = [{"prompt": p["prompt"], "chosen": p["chosen"], "rejected": p["rejected"]} for p in pairs]
         return self.fit(DPOTrainer, DPOConfig, rows, model_path, output_dir, init_adapter)
+
+    def run(self, data: TrainingData, output_dir: Path, init_adapter: str | None) -> TrainResult:
+        """The stage's entry: pairs from the scored rollouts (the policy's and the expert's), then DPO."""
+        pairs = preference_pairs(data.scored_rollouts())
+        data.counts["pairs"] = len(pairs)
+        return self.train(data.model_path, pairs, output_dir, init_adapter)

@@ -1,0 +1,66 @@
+"""Scored rollouts for preference training: the policy plays training tasks several times, the reward scores each.
+
+The rollouts are real harness runs (the runner, the user simulator and tau2's evaluator, as any evaluation),
+so each carries its tau2 reward and the composite agent reward computed from its trajectory. With
+``include_expert`` the oracle's run of each task joins the candidates: when every sample of a weak policy
+fails alike, the expert is still better, so the task still gives a pair (expert vs failed exploration, as
+ETO's contrastive trajectories). Runs are written under the stage's folder and resume like evaluations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from agentlab.eval.harness import Evaluation
+from agentlab.eval.results import ResultStore
+from agentlab.models.base import ChatModel
+from agentlab.models.oracle import OracleModel
+from agentlab.training.data import dialogs_from_rows, refuse_held_out
+from agentlab.training.formatter import AgentSFTFormatter
+from agentlab.training.reward import AgentRewardModel, from_results_row
+
+
+class RolloutSampler:
+    """``stage.rollouts``: ``evaluation`` is a partial ``Evaluation`` (the stage gives it the policy as agent)."""
+
+    def __init__(self, evaluation: Callable[..., Evaluation], include_expert: bool = True) -> None:
+        self.evaluation = evaluation
+        self.include_expert = include_expert
+
+    def _rows(self, evaluation: Evaluation, run_dir: Path, source: str) -> list[dict[str, Any]]:
+        tasks = evaluation.tasks()
+        refuse_held_out(tasks, evaluation.runner.domain, evaluation.task_split)
+        evaluation(run_dir, config={"source": source, "task_split": evaluation.task_split}, name=source, group="rollouts")
+        return evaluation.selected_rows(ResultStore(run_dir).rows, tasks)
+
+    def rows(self, policy: ChatModel, work_dir: Path) -> list[dict[str, Any]]:
+        """The policy's runs, then (with ``include_expert``) the oracle's, one trial per task."""
+        rows = self._rows(self.evaluation(agent=policy), work_dir / "policy", "policy")
+        if self.include_expert:
+            oracle = OracleModel()
+            expert = self.evaluation(agent=oracle, user=oracle, num_trials=1)
+            rows += self._rows(expert, work_dir / "expert", "expert")
+        return rows
+
+    def scored(self, policy: ChatModel, reward: AgentRewardModel, formatter: AgentSFTFormatter, work_dir: Path) -> list[dict[str, Any]]:
+        """``[{prompt, completion, score, task_id, tau2_reward, source}]``: each run split after the greeting.
+
+        Error rows and runs with no agent turn after the greeting give no candidate.
+        """
+        candidates = []
+        for row in self.rows(policy, work_dir):
+            dialogs = dialogs_from_rows([(0, row)], source=work_dir, min_reward=None)
+            split = formatter.prompt_and_completion(dialogs[0]) if dialogs else None
+            if split is None:
+                continue
+            candidates.append({
+                "prompt": split[0],
+                "completion": split[1],
+                "score": reward.compute(from_results_row(row)).total,
+                "task_id": row["task_id"],
+                "tau2_reward": row["reward"],
+                "source": row["config"]["assistant"],
+            })
+        return candidates

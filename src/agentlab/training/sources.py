@@ -1,0 +1,47 @@
+"""Where a training stage's dialogs come from (the ``train_data`` config group): the oracle, a run, a file.
+
+Each source has ``dialogs(work_dir)``; ``work_dir`` is the stage's own folder for what a source produces
+(the oracle's run), so a re-run into the same run dir resumes it instead of starting over.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from agentlab.training.data import Dialog, dialogs_from_results, expert_dialogs, load_dialogs_jsonl
+
+
+@dataclass
+class ExpertDialogs:
+    """``train_data=expert``: the oracle plays ``split``'s tasks through the harness; reward-1.0 runs are kept."""
+
+    domain: str = "airline"
+    split: str | None = "train"
+    num_tasks: int | None = None
+    task_ids: list[str] | None = None
+    max_steps: int = 30
+
+    def dialogs(self, work_dir: Path) -> list[Dialog]:
+        return expert_dialogs(self.domain, self.split, self.num_tasks, self.task_ids, work_dir / "expert", self.max_steps)
+
+
+@dataclass
+class ResultDialogs:
+    """``train_data=results``: an evaluation run's ``results.jsonl``, rows with reward >= ``min_reward``."""
+
+    path: str
+    min_reward: float = 1.0
+
+    def dialogs(self, work_dir: Path) -> list[Dialog]:
+        return dialogs_from_results(self.path, self.min_reward)
+
+
+@dataclass
+class DialogFile:
+    """``train_data=dialogs_file``: a JSONL file in the ``agent_sft`` schema (``agentlab.training.data``)."""
+
+    path: str
+
+    def dialogs(self, work_dir: Path) -> list[Dialog]:
+        return load_dialogs_jsonl(self.path)

@@ -1,0 +1,244 @@
+"""``stage=train``: data -> LoRA training (the ``rl_algo`` option) -> adapter -> evaluation of base and adapter.
+
+The algorithm asks ``TrainingData`` for what it trains on (SFT: formatted samples; DPO: scored rollouts;
+GRPO: training tasks), so the stage never branches on which algorithm it runs. Everything lands in the
+Hydra run dir:
+
+    data/          the sources' own runs (the oracle's), samples.jsonl (the round's training list)
+    rollouts/      the policy's and the expert's runs, scored.jsonl (preference training)
+    checkpoints/   trainer checkpoints (a killed run resumes from the last one)
+    adapter/       the trained LoRA adapter (peft format; start a later run from it with agent.adapter=...)
+    train_result.json  written once the adapter is saved: a re-run evaluates it instead of training again
+    eval_base/, eval_adapter/   harness runs on held-out tasks, each with metrics.json and metrics.md
+    metrics.json, metrics.md    training figures and the base-vs-adapter comparison
+    summary.json   the stage's summary (also the W&B run's summary)
+
+Re-running into the same run dir (``hydra.run.dir=<it>``) resumes each step instead of repeating it: the
+round's samples are read back (so the replay buffer gets the round once), a finished training is not
+repeated (an unfinished one resumes from its last checkpoint) and the evaluations skip their finished pairs.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Protocol
+
+from loguru import logger
+from rich.console import Console
+from rich.table import Table
+from tau2.data_model.tasks import Task
+
+from agentlab.config import ConfigError
+from agentlab.eval.domains import Tau2Domain
+from agentlab.eval.harness import select_tasks
+from agentlab.eval.results import write_atomic
+from agentlab.models.local import LocalHFModel
+from agentlab.tracking.loggers import NullLogger
+from agentlab.training.continual import ReplayBuffer
+from agentlab.training.coreset import CoresetSelector
+from agentlab.training.data import Dialog, refuse_held_out
+from agentlab.training.evaluator import AgentTrainingEvaluator, compare
+from agentlab.training.formatter import AgentSFTFormatter, Sample
+from agentlab.training.reward import AgentRewardModel
+from agentlab.training.rollouts import RolloutSampler
+from agentlab.training.trainers.base import TrainResult
+
+SAMPLES_FILE, SCORED_FILE, SUMMARY_FILE, TRAIN_RESULT_FILE = "samples.jsonl", "scored.jsonl", "summary.json", "train_result.json"
+
+
+class DialogSource(Protocol):
+    def dialogs(self, work_dir: Path) -> list[Dialog]: ...
+
+
+class Algorithm(Protocol):
+    name: str
+
+    def run(self, data: TrainingData, output_dir: Path, init_adapter: str | None) -> TrainResult: ...
+
+
+class TrainingData:
+    """What an algorithm can train on, each built on first request and kept in the run dir."""
+
+    def __init__(self, stage: Training, run_dir: Path) -> None:
+        self.stage = stage
+        self.run_dir = run_dir
+        self.counts: dict[str, int] = {}
+
+    @property
+    def model_path(self) -> str:
+        return self.stage.model.model_path()
+
+    @property
+    def domain(self) -> str:
+        return self.stage.domain.name
+
+    @cached_property
+    def formatter(self) -> AgentSFTFormatter:
+        from transformers import AutoTokenizer
+
+        settings = self.stage.formatter
+        return AgentSFTFormatter(AutoTokenizer.from_pretrained(self.model_path), settings["max_length"], settings.get("task_weights"))
+
+    def tasks(self) -> list[Task]:
+        """The training tasks (``train_split``, ``train_tasks``); never tasks of the held-out split."""
+        stage = self.stage
+        tasks = select_tasks(stage.domain.tasks(stage.train_split), stage.train_task_ids, stage.train_tasks)
+        refuse_held_out(tasks, stage.domain, stage.train_split)
+        self.counts["tasks"] = len(tasks)
+        return tasks
+
+    def samples(self) -> list[Sample]:
+        """The round's training list: dialogs -> formatter -> task-type mix -> coreset -> replay.
+
+        The list is written before the round enters the replay buffer, under the run dir as round id: a
+        re-run reads it back and the buffer gets the round exactly once, wherever a crash came.
+        """
+        path = self.run_dir / "data" / SAMPLES_FILE
+        if path.is_file():
+            rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+            logger.info(f"training samples read back from {path} ({len(rows)})")
+        else:
+            rows = self._new_round()
+            write_atomic(path, "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in rows))
+        if self.stage.continual is not None:
+            self.stage.continual.add_round([s for s in rows if not s["replayed"]], round_id=str(self.run_dir.resolve()))
+        self.counts["samples"] = len(rows)
+        return rows
+
+    def _new_round(self) -> list[Sample]:
+        stage = self.stage
+        if stage.data is None:
+            raise ValueError(f"rl_algo={stage.algo.name} trains on dialogs: choose a train_data option (expert, results, dialogs_file)")
+        dialogs = stage.data.dialogs(self.run_dir / "data")
+        samples = self.formatter.format_dialogs(dialogs)
+        if stage.formatter.get("num_samples"):
+            samples = self.formatter.sample(samples, int(stage.formatter["num_samples"]), seed=int(stage.formatter.get("seed", 0)))
+        selected = stage.coreset.select(samples, model=self._loss_model() if stage.coreset.needs_model(len(samples)) else None)
+        replay = stage.continual.draw(len(selected)) if stage.continual is not None else []
+        self.counts.update(dialogs=len(dialogs), formatted=len(samples), selected=len(selected), replayed=len(replay))
+        logger.info(f"training samples: {len(dialogs)} dialogs -> {len(samples)} formatted -> {len(selected)} selected + {len(replay)} replayed")
+        return [{**s, "replayed": False} for s in selected] + [{**s, "replayed": True} for s in replay]
+
+    def _loss_model(self) -> Any:
+        """The base model (fp32) for the coreset's per-sample loss."""
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        return AutoModelForCausalLM.from_pretrained(self.model_path, dtype=torch.float32).eval()
+
+    def scored_rollouts(self) -> list[dict[str, Any]]:
+        """The policy's (and the expert's) training-task runs, each with its reward-model score."""
+        stage = self.stage
+        if stage.rollouts is None or stage.reward is None:
+            raise ValueError(f"rl_algo={stage.algo.name} scores rollouts: set stage.rollouts and reward=agent")
+        path = self.run_dir / "rollouts" / SCORED_FILE
+        scored = stage.rollouts.scored(stage.model, stage.reward, self.formatter, self.run_dir / "rollouts")
+        write_atomic(path, "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in scored))
+        self.counts["rollouts"] = len(scored)
+        return scored
+
+
+class Training:
+    """``stage=train``: train ``model`` (its ``adapter``, if set, is the starting point) with ``algo``, then evaluate."""
+
+    job_type = "train"
+
+    def __init__(
+        self,
+        algo: Algorithm,
+        model: LocalHFModel,
+        domain: Tau2Domain,
+        formatter: Mapping[str, Any],
+        coreset: CoresetSelector,
+        data: DialogSource | Mapping[str, Any] | None = None,
+        rollouts: RolloutSampler | None = None,
+        reward: AgentRewardModel | Mapping[str, Any] | None = None,
+        continual: ReplayBuffer | None = None,
+        evaluator: AgentTrainingEvaluator | None = None,
+        compare_base: bool = True,
+        train_split: str | None = "train",
+        train_tasks: int | None = None,
+        train_task_ids: list[str] | None = None,
+        logger: NullLogger | None = None,
+    ) -> None:
+        if not callable(getattr(algo, "run", None)):
+            raise ConfigError("stage=train needs a training algorithm: choose rl_algo=sft, dpo or grpo (rl_algo=none trains nothing)")
+        if not isinstance(model, LocalHFModel):
+            raise ConfigError(f"stage=train trains a local model (model@agent=smollm2 or hf_local), got {type(model).__name__}")
+        self.algo, self.model, self.domain = algo, model, domain
+        self.formatter, self.coreset = dict(formatter), coreset
+        self.data = data if hasattr(data, "dialogs") else None  # train_data=none composes to {}
+        self.rollouts, self.continual, self.evaluator = rollouts, continual, evaluator
+        self.reward = reward if isinstance(reward, AgentRewardModel) else None  # reward=none composes to {}
+        self.compare_base = compare_base
+        self.train_split, self.train_tasks, self.train_task_ids = train_split, train_tasks, train_task_ids
+        self.logger = logger or NullLogger()
+
+    def __call__(self, run_dir: Path, config: dict[str, Any], name: str, group: str) -> dict[str, Any]:
+        started = time.perf_counter()
+        self.logger.start(config, run_dir, name=name, group=group, job_type=self.job_type)
+        data = TrainingData(self, run_dir)
+        result = self._train(data, run_dir)
+        summary: dict[str, Any] = {"algo": self.algo.name, "adapter_dir": str(result.adapter_dir), **result.metrics}
+        summary.update({f"data/{k}": v for k, v in data.counts.items()})
+        evaluations = self._evaluate(run_dir, result.adapter_dir)
+        figures, table = compare(evaluations) if evaluations else ({}, "")
+        for label, values in figures.items():
+            summary.update({f"eval_{label}/{k}": v for k, v in values.items()})
+        summary["avg_reward"] = figures.get("adapter", {}).get("avg_reward")
+        summary["wall_time_s"] = round(time.perf_counter() - started, 2)
+        write_atomic(run_dir / SUMMARY_FILE, json.dumps(summary, indent=2))
+        write_atomic(run_dir / "metrics.md", _report(summary, table))
+        report = {"summary": summary, "train_log": result.log_history, "evaluations": evaluations}
+        write_atomic(run_dir / "metrics.json", json.dumps(report, indent=2))
+        self.logger.log_table("train/log_history", result.log_history)
+        self.logger.log_table("eval/comparison", [{"label": k, **v} for k, v in figures.items()])
+        self.logger.finish(summary)
+        print_summary(summary, table, run_dir)
+        return summary
+
+    def _train(self, data: TrainingData, run_dir: Path) -> TrainResult:
+        """Train, or read back a finished training of this run dir (its adapter is saved before the record)."""
+        record = run_dir / TRAIN_RESULT_FILE
+        if record.is_file():
+            saved = json.loads(record.read_text(encoding="utf-8"))
+            logger.info(f"training finished before: {saved['adapter_dir']} is reused ({record})")
+            data.counts.update(saved["counts"])
+            return TrainResult(Path(saved["adapter_dir"]), saved["metrics"], saved["log_history"])
+        result = self.algo.run(data, run_dir, self.model.adapter)
+        saved = {"adapter_dir": str(result.adapter_dir), "metrics": result.metrics, "log_history": result.log_history, "counts": data.counts}
+        write_atomic(record, json.dumps(saved, indent=2))
+        logger.info(f"adapter saved to {result.adapter_dir}")
+        return result
+
+    def _evaluate(self, run_dir: Path, adapter_dir: Path) -> dict[str, dict[str, Any]]:
+        """The base model (with ``compare_base``) and the trained adapter on the evaluator's held-out tasks."""
+        if self.evaluator is None:
+            return {}
+        models = {"base": self.model.with_adapter(None)} if self.compare_base else {}
+        models["adapter"] = self.model.with_adapter(str(adapter_dir))
+        return {label: self.evaluator.evaluate(model, run_dir / f"eval_{label}", label) for label, model in models.items()}
+
+
+def _report(summary: Mapping[str, Any], table: str) -> str:
+    lines = ["# Training run", "", "| figure | value |", "| --- | ---: |"]
+    lines += [f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in summary.items() if not k.startswith("eval_")]
+    return "\n".join(lines) + ("\n\n## Evaluation on held-out tasks\n\n" + table if table else "\n")
+
+
+def print_summary(summary: Mapping[str, Any], table_md: str, run_dir: Path) -> None:
+    """The end-of-run table: training figures, then base vs adapter."""
+    table = Table(title=f"agentlab training ({summary['algo']})", caption=str(run_dir))
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for key, value in summary.items():
+        if not key.startswith("eval_") and key not in ("algo",):
+            table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+    console = Console()
+    console.print(table)
+    if table_md:
+        console.print(table_md)

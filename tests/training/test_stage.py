@@ -1,0 +1,135 @@
+"""stage=train end to end on a tiny random Llama and real tau2 airline tasks: SFT and DPO, resume, reports."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from transformers import AutoTokenizer
+
+from agentlab.config import ConfigError
+from agentlab.eval.metrics import tool_call_format
+from agentlab.eval.results import ResultStore
+from agentlab.models.smollm2 import smollm2_dir
+from agentlab.models.tiny import save_tiny_llama
+from agentlab.training.evaluator import compare
+
+
+@pytest.fixture(scope="module")
+def tiny_agent(tmp_path_factory) -> Path:
+    return save_tiny_llama(AutoTokenizer.from_pretrained(smollm2_dir()), tmp_path_factory.mktemp("tiny-agent"), 8192)
+
+
+def _small(tiny_agent: Path, tmp_path: Path) -> list[str]:
+    """A tiny model as agent, one short held-out task, one training step, nothing outside tmp_path."""
+    return [
+        "model@agent=hf_local",
+        f"agent.path={tiny_agent}",
+        "agent.max_new_tokens=24",
+        "num_tasks=1",
+        "max_steps=4",
+        "rl_algo.max_steps=1",
+        f"continual.path={tmp_path}/continual/replay.jsonl",
+        "logger=none",
+        "progress=false",
+    ]
+
+
+def _run(cfg, run_dir: Path) -> dict:
+    stage = instantiate(cfg.stage)
+    return stage(run_dir=run_dir, config=OmegaConf.to_container(cfg, resolve=True), name="test", group="test")
+
+
+def _replay_seen(path: Path) -> int:
+    return json.loads(path.read_text().splitlines()[0])["seen"]
+
+
+def test_sft_stage_trains_evaluates_and_resumes_without_repeating(compose_cfg, tiny_agent, tmp_path):
+    cfg = compose_cfg("+experiment=sft_airline", *_small(tiny_agent, tmp_path), "train_data.num_tasks=3")
+    run_dir = tmp_path / "run"
+    summary = _run(cfg, run_dir)
+
+    assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()
+    assert json.loads((run_dir / "adapter" / "adapter_config.json").read_text())["r"] == cfg.hardware.lora_r
+    assert math.isfinite(summary["train/loss"]) and summary["train/steps"] == 1
+    assert summary["data/dialogs"] == 3 and summary["data/samples"] >= 1  # oracle dialogs of train tasks 0, 1, 3
+    for label in ("base", "adapter"):
+        metrics = json.loads((run_dir / f"eval_{label}" / "metrics.json").read_text())
+        assert metrics["num_pairs"] == 1 and metrics["harness"]["num_pairs"] == 1
+        assert f"eval_{label}/tool_call_validity" in summary
+    report = (run_dir / "metrics.md").read_text()
+    assert "| tool_call_validity |" in report and "| figure | base | adapter |" in report
+    assert json.loads((run_dir / "summary.json").read_text()) == summary
+    seen = _replay_seen(tmp_path / "continual" / "replay.jsonl")
+    assert seen == summary["data/samples"]  # round 1: the buffer was empty, nothing replayed
+
+    again = _run(cfg, run_dir)  # a re-run into the same dir resumes every step
+    assert again["data/samples"] == summary["data/samples"]
+    assert _replay_seen(tmp_path / "continual" / "replay.jsonl") == seen  # the round was not mixed in twice
+    assert len(ResultStore(run_dir / "eval_adapter").rows) == 1 and len(ResultStore(run_dir / "data" / "expert").rows) == 3
+
+
+def test_dpo_stage_pairs_the_expert_against_the_policy(compose_cfg, tiny_agent, tmp_path):
+    cfg = compose_cfg(
+        "+experiment=rl_airline", "rl_algo=dpo", *_small(tiny_agent, tmp_path), "stage.train_task_ids=[1]", "stage.compare_base=false"
+    )
+    summary = _run(cfg, tmp_path / "run")
+    scored = [json.loads(line) for line in (tmp_path / "run" / "rollouts" / "scored.jsonl").read_text().splitlines()]
+    assert len(scored) == 3 and [s["source"] for s in scored].count("oracle") == 1  # 2 policy rollouts + the expert
+    assert len({s["prompt"] for s in scored}) == 1  # same task, same opening: one prompt
+    best = max(scored, key=lambda s: s["score"])
+    assert best["source"] == "oracle" and best["tau2_reward"] == 1.0  # task 1 needs calls; task 0 (do nothing) would tie
+    assert summary["data/pairs"] == 1 and summary["train/steps"] == 1
+    assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()
+    assert "eval_base/avg_reward" not in summary and "eval_adapter/avg_reward" in summary
+
+
+def test_train_stage_without_an_algorithm_is_a_config_error(compose_cfg):
+    with pytest.raises(InstantiationException) as err:
+        instantiate(compose_cfg("stage=train").stage)
+    assert isinstance(err.value.__cause__, ConfigError) and "rl_algo=sft, dpo or grpo" in str(err.value.__cause__)
+
+
+def test_tool_call_format_counts_valid_calls_against_malformed_attempts():
+    call = {"role": "assistant", "tool_calls": [{"id": "1", "name": "get_user_details", "arguments": {}}]}
+    text = {"role": "assistant", "content": "Hello"}
+    rows = [
+        {"messages": [text, {"role": "user", "content": "hi"}, call], "format_errors": 1},
+        {"messages": [text, call, call], "format_errors": 0},
+    ]
+    figures = tool_call_format(rows)
+    assert figures == {
+        "assistant_turns": 5,
+        "tool_call_turns": 3,
+        "format_errors": 1,
+        "tool_call_validity": 3 / 4,
+        "tool_call_turn_share": 3 / 5,
+    }
+    assert tool_call_format([{"messages": [text], "format_errors": 0}])["tool_call_validity"] == 0.0
+
+
+def test_compare_puts_models_side_by_side():
+    def metrics(reward: float) -> dict:
+        harness = {"avg_reward": reward, "tool_call_validity": reward, "tool_call_turn_share": 0.5, "tool_call_turns": 2, "format_errors": 0, "errors": 0}
+        seed = {name: {"mean": reward, "std": 0.0, "count": 1} for name in (
+            "tool_selection_accuracy", "plan_success_rate", "step_efficiency", "timing_precision", "end_to_end_success", "tau2_reward", "agent_reward")}
+        return {"harness": harness, "pass^k": {1: reward}, **seed}
+
+    figures, table = compare({"base": metrics(0.0), "adapter": metrics(1.0)})
+    assert figures["adapter"]["tool_call_validity"] == 1.0 and figures["base"]["pass^1"] == 0.0
+    assert "| tool_call_validity | 0.000 | 1.000 |" in table and "| tool_call_turns | 2 | 2 |" in table
+
+
+def test_grpo_stage_trains_on_the_training_tasks(compose_cfg, tiny_agent, tmp_path):
+    cfg = compose_cfg(
+        "+experiment=rl_airline", "rl_algo=grpo", *_small(tiny_agent, tmp_path), "stage.train_task_ids=[1]",
+        "stage.compare_base=false", "rl_algo.max_completion_length=16",
+    )
+    summary = _run(cfg, tmp_path / "run")
+    assert summary["algo"] == "grpo" and summary["data/tasks"] == 1 and summary["train/steps"] == 1
+    assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()
