@@ -1,7 +1,10 @@
 """``rl_algo=dpo``: LoRA DPO with trl's ``DPOTrainer`` on preference pairs made from scored rollouts.
 
 Several rollouts per prompt are scored by the reward model; the best and the worst make a pair, and a
-prompt whose best and worst tie gives none (the seed's rule).
+prompt whose best and worst tie gives none (the seed's rule). A completion is the rest of a whole
+conversation after the agent's first own turn, as text: its user and tool turns are part of it, so DPO's
+log-ratio covers them too (trl's DPO has no per-turn mask); they differ between the two runs only where
+the agent's moves made them differ.
 """
 
 from __future__ import annotations
