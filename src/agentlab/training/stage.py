@@ -216,10 +216,10 @@ class Training:
         return result
 
     def _evaluate(self, run_dir: Path, adapter_dir: Path) -> dict[str, dict[str, Any]]:
-        """The base model (with ``compare_base``) and the trained adapter on the evaluator's held-out tasks."""
+        """The starting model (``base``: with its adapter, if training continued one) and the trained adapter."""
         if self.evaluator is None:
             return {}
-        models = {"base": self.model.with_adapter(None)} if self.compare_base else {}
+        models = {"base": self.model.with_adapter(self.model.adapter)} if self.compare_base else {}
         models["adapter"] = self.model.with_adapter(str(adapter_dir))
         return {label: self.evaluator.evaluate(model, run_dir / f"eval_{label}", label) for label, model in models.items()}
 
