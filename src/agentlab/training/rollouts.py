@@ -49,10 +49,11 @@ class RolloutSampler:
 
         Error rows and runs with no agent turn after the greeting give no candidate.
         """
+        finished = [row for row in self.rows(policy, work_dir) if not row.get("error")]
+        dialogs = dialogs_from_rows(list(enumerate(finished, 1)), source=work_dir, min_reward=None)  # one per row
         candidates = []
-        for row in self.rows(policy, work_dir):
-            dialogs = dialogs_from_rows([(0, row)], source=work_dir, min_reward=None)
-            split = formatter.prompt_and_completion(dialogs[0]) if dialogs else None
+        for row, dialog in zip(finished, dialogs, strict=True):
+            split = formatter.prompt_and_completion(dialog)
             if split is None:
                 continue
             candidates.append({
