@@ -10,10 +10,13 @@ from conftest import CONF, ROOT
 from hydra.utils import instantiate
 
 from agentlab.config import ConfigError, check_config
+from agentlab.tracing.studio import StudioWriter
 
 GROUPS = {"model": ("model@agent", "model@user")}
+NODES = {"task_reader": "feedback_tracing"}  # groups whose option fills another root key
 EXTRA = {  # options with a mandatory key, or that need another group's option
     "hf_local": "{slot}.path=/models/any-hf-folder",
+    "tracing": "feedback_tracing.base_url={studio_db}",
     "results": "{slot}.path=/runs/any/results.jsonl",
     "dialogs_file": "{slot}.path=/data/any/dialogs.jsonl",
     "train": "rl_algo=sft",
@@ -32,16 +35,17 @@ def _options() -> list[tuple[str, str]]:
 
 
 @pytest.mark.parametrize(("group", "option"), _options())
-def test_every_group_option_composes_and_builds(compose_cfg, group, option):
+def test_every_group_option_composes_and_builds(compose_cfg, group, option, tmp_path):
+    StudioWriter(tmp_path / "studio.sqlite", "new").close()  # an empty Studio database
     for slot in GROUPS.get(group, (group,)):
         overrides = [f"{slot}={option}"]
         if option in EXTRA:
-            overrides.append(EXTRA[option].format(slot=slot.split("@")[-1]))
+            overrides.append(EXTRA[option].format(slot=slot.split("@")[-1], studio_db=tmp_path / "studio.sqlite"))
         cfg = compose_cfg(*overrides)
         check_config(cfg)
         stage = instantiate(cfg.stage)  # builds every object; model weights load lazily, so this is cheap
         assert callable(stage) and stage.job_type in ("eval", "train")
-        built = instantiate(cfg[slot.split("@")[-1]])  # the option itself, whether the stage uses it or not
+        built = instantiate(cfg[NODES.get(group, slot.split("@")[-1])])  # the option itself, whether the stage uses it or not
         assert built is not None
 
 
@@ -99,3 +103,24 @@ def test_cli_rejects_unknown_option_and_bad_value_before_loading_a_model():
         [sys.executable, "-m", "agentlab.run", "num_trials=0"], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
     assert bad.returncode == 2 and "num_trials=0 is not allowed" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_feedback_tracing_reads_the_database_with_any_judge(compose_cfg, tmp_path):
+    StudioWriter(tmp_path / "studio.sqlite", "old").close()
+    cfg = compose_cfg("+experiment=feedback_tracing", f"feedback_tracing.base_url={tmp_path / 'studio.sqlite'}", "model@judge=openai")
+    stage = instantiate(cfg.stage)
+    assert type(stage.data).__name__ == "TracingTaskReader" and stage.data.reader.schema == "old"
+    assert [f.name for f in stage.data.filters] == ["rule", "deduplication", "llm_evaluate"]
+    assert type(stage.data.filters[2].model).__name__ == "OpenAIModel"
+    assert type(stage.lineage).__name__ == "AdapterLineage"
+
+
+def test_feedback_tracing_without_a_database_says_which_key(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "agentlab.run", "+experiment=feedback_tracing", f"feedback_tracing.base_url={tmp_path / 'none.sqlite'}",
+         f"hydra.run.dir={tmp_path / 'run'}", "logger=none"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "feedback_tracing.base_url:" in result.stderr and "no such file" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -8,7 +8,6 @@ from the rows, so tau2's own viewer can read any run, finished or not.
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from collections.abc import Iterable
@@ -18,6 +17,8 @@ from typing import Any
 from tau2.data_model.simulation import AgentInfo, Info, Results, SimulationRun, UserInfo
 from tau2.data_model.tasks import Task
 from tau2.environment.environment import EnvironmentInfo
+
+from agentlab.jsonl import append_rows, read_rows
 
 RESULTS_FILE = "results.jsonl"
 TAU2_FILE = "tau2_results.json"
@@ -44,41 +45,15 @@ class ResultStore:
 
     def _load(self) -> list[dict[str, Any]]:
         """Read finished rows; cut a torn last line (bytes after the last newline); refuse a corrupt row."""
-        if not self.path.exists():
-            return []
-        data = self.path.read_bytes()
-        complete, _, torn = data.rpartition(b"\n")
-        rows = []
-        for number, line in enumerate(complete.split(b"\n") if complete else [], start=1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise ResultsFileError(
-                    f"{self.path}: line {number} is not valid JSON ({exc.msg}); expected one result object per line. "
-                    "Move the file away to start over."
-                ) from exc
-        if torn:
-            self._truncate(len(data) - len(torn))
-        return rows
-
-    def _truncate(self, offset: int) -> None:
-        with self.path.open("r+b") as handle:
-            handle.truncate(offset)
-            os.fsync(handle.fileno())
+        return read_rows(self.path, "one result object", ResultsFileError)
 
     def finished(self) -> set[PairKey]:
         return {pair_key(row) for row in self.rows}
 
     def append(self, row: dict[str, Any]) -> None:
         """Write one row durably (flush + fsync) before returning."""
-        line = json.dumps(row, default=str, ensure_ascii=False) + "\n"
         with self._lock:
-            with self.path.open("a", encoding="utf-8") as handle:
-                handle.write(line)
-                handle.flush()
-                os.fsync(handle.fileno())
+            append_rows(self.path, [row])
             self.rows.append(row)
 
 

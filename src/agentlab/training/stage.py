@@ -16,6 +16,10 @@ Hydra run dir:
 Re-running into the same run dir (``hydra.run.dir=<it>``) resumes each step instead of repeating it: the
 round's samples are read back (so the replay buffer gets the round once), a finished training is not
 repeated (an unfinished one resumes from its last checkpoint) and the evaluations skip their finished pairs.
+
+Iterative training (``lineage``, a rounds file): a run with no ``agent.adapter`` continues the last recorded
+round's adapter and records its own once trained. A round whose data source has nothing new trains
+nothing and says so (``trained: false`` in the summary).
 """
 
 from __future__ import annotations
@@ -43,11 +47,20 @@ from agentlab.training.coreset import CoresetSelector
 from agentlab.training.data import Dialog, refuse_held_out
 from agentlab.training.evaluator import AgentTrainingEvaluator, compare
 from agentlab.training.formatter import AgentSFTFormatter, Sample
+from agentlab.training.lineage import AdapterLineage
 from agentlab.training.reward import AgentRewardModel
 from agentlab.training.rollouts import RolloutSampler
 from agentlab.training.trainers.base import TrainResult
 
 SAMPLES_FILE, SCORED_FILE, SUMMARY_FILE, TRAIN_RESULT_FILE = "samples.jsonl", "scored.jsonl", "summary.json", "train_result.json"
+
+
+class NothingToTrain(Exception):
+    """The round has no new training data (e.g. no new traces since the last round): nothing is trained."""
+
+
+def _counts_text(counts: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in counts.items()) or "no counts"
 
 
 class DialogSource(Protocol):
@@ -114,6 +127,9 @@ class TrainingData:
         if stage.data is None:
             raise ValueError(f"rl_algo={stage.algo.name} trains on dialogs: choose a train_data option (expert, results, dialogs_file)")
         dialogs = stage.data.dialogs(self.run_dir / "data")
+        self.counts.update(getattr(stage.data, "counts", {}))
+        if not dialogs:
+            raise NothingToTrain(f"train_data gave no new dialogs this round ({_counts_text(self.counts)})")
         samples = self.formatter.format_dialogs(dialogs)
         if stage.formatter.get("num_samples"):
             samples = self.formatter.sample(samples, int(stage.formatter["num_samples"]), seed=int(stage.formatter.get("seed", 0)))
@@ -163,6 +179,7 @@ class Training:
         train_split: str | None = "train",
         train_tasks: int | None = None,
         train_task_ids: list[str] | None = None,
+        lineage: AdapterLineage | None = None,
         logger: NullLogger | None = None,
     ) -> None:
         if not callable(getattr(algo, "run", None)):
@@ -176,27 +193,53 @@ class Training:
         self.reward = reward if isinstance(reward, AgentRewardModel) else None  # reward=none composes to {}
         self.compare_base = compare_base
         self.train_split, self.train_tasks, self.train_task_ids = train_split, train_tasks, train_task_ids
+        self.lineage = lineage
         self.logger = logger or NullLogger()
 
     def __call__(self, run_dir: Path, config: dict[str, Any], name: str, group: str) -> dict[str, Any]:
         started = time.perf_counter()
+        self._continue_lineage(run_dir)
         self.logger.start(config, run_dir, name=name, group=group, job_type=self.job_type)
         data = TrainingData(self, run_dir)
-        result = self._train(data, run_dir)
-        summary: dict[str, Any] = {"algo": self.algo.name, "adapter_dir": str(result.adapter_dir), **result.metrics}
+        summary: dict[str, Any] = {"algo": self.algo.name, "started_from": self.model.adapter}
+        if self.lineage is not None:
+            summary["round"] = self.lineage.round_number(run_dir)
+        try:
+            result = self._train(data, run_dir)
+        except NothingToTrain as exc:
+            logger.warning(f"nothing trained: {exc}")
+            summary.update({"trained": False, "reason": str(exc), **{f"data/{k}": v for k, v in data.counts.items()}})
+            return self._finish(run_dir, summary, started, "")
+        summary.update({"trained": True, "adapter_dir": str(result.adapter_dir), **result.metrics})
         summary.update({f"data/{k}": v for k, v in data.counts.items()})
+        if self.lineage is not None:  # before evaluating: the next round continues this adapter even if evaluation fails
+            self.lineage.record(run_dir, result.adapter_dir, self.model.adapter, {k: v for k, v in summary.items() if k.startswith("data/")})
         evaluations = self._evaluate(run_dir, result.adapter_dir)
         figures, table = compare(evaluations) if evaluations else ({}, "")
         for label, values in figures.items():
             summary.update({f"eval_{label}/{k}": v for k, v in values.items()})
         summary["avg_reward"] = figures.get("adapter", {}).get("avg_reward")
-        summary["wall_time_s"] = round(time.perf_counter() - started, 2)
-        write_atomic(run_dir / SUMMARY_FILE, json.dumps(summary, indent=2))
-        write_atomic(run_dir / "metrics.md", _report(summary, table))
         report = {"summary": summary, "train_log": result.log_history, "evaluations": evaluations}
         write_atomic(run_dir / "metrics.json", json.dumps(report, indent=2))
         self.logger.log_table("train/log_history", result.log_history)
         self.logger.log_table("eval/comparison", [{"label": k, **v} for k, v in figures.items()])
+        return self._finish(run_dir, summary, started, table)
+
+    def _continue_lineage(self, run_dir: Path) -> None:
+        """With a lineage and no explicit ``agent.adapter``: start from the previous round's adapter."""
+        if self.lineage is None or self.model.adapter is not None:
+            return
+        start = self.lineage.start_for(run_dir)
+        if start is not None:
+            logger.info(f"round {self.lineage.round_number(run_dir)} continues the previous round's adapter {start}")
+            self.model = self.model.with_adapter(start)
+
+    def _finish(self, run_dir: Path, summary: dict[str, Any], started: float, table: str) -> dict[str, Any]:
+        """summary.json, metrics.md, the W&B summary and the end-of-run table."""
+        summary.setdefault("avg_reward", None)
+        summary["wall_time_s"] = round(time.perf_counter() - started, 2)
+        write_atomic(run_dir / SUMMARY_FILE, json.dumps(summary, indent=2))
+        write_atomic(run_dir / "metrics.md", _report(summary, table))
         self.logger.finish(summary)
         print_summary(summary, table, run_dir)
         return summary

@@ -1,0 +1,1 @@
+"""Production traces (AgentScope Studio databases) -> training tasks: readers, filters, the task store."""

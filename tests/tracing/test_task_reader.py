@@ -1,0 +1,79 @@
+"""task_reader=tracing: database -> filters (a scripted judge) -> store -> dialogs; incremental; config errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from scripted_judge import GOOD, ScriptedModel, bad
+from studio_fixtures import A1, A2, CALL, Q1, Q2, Q5, build_studio_db
+
+from agentlab.config import ConfigError
+from agentlab.tracing.task_reader import TracingTaskReader, answer_turns
+
+RULE = {"type": "rule", "enabled": True, "params": {"min_length": 2}}
+JUDGE = {"type": "llm_evaluate", "enabled": True, "params": {"custom_rubrics": "Drop answers in Chinese.", "max_thread": 2}}
+
+
+def _reader(tmp_path, database, filters, judge=None, **kwargs) -> TracingTaskReader:
+    return TracingTaskReader(str(database), str(tmp_path / "store" / "tasks.jsonl"), filters, judge, val_ratio=0.0, **kwargs)
+
+
+def test_judge_drops_are_recorded_and_the_rest_become_dialogs(tmp_path):
+    database = build_studio_db(tmp_path / "database.sqlite", "old")
+    judge = ScriptedModel({Q1: [GOOD], Q2: [GOOD], Q5: [bad("the answer is in Chinese")]})
+    reader = _reader(tmp_path, database, [RULE, JUDGE], judge, domain="airline")
+    dialogs = reader.dialogs(tmp_path / "round1" / "data")
+
+    assert sorted(d.turns[-1]["content"] for d in dialogs) == sorted([A1, A2])
+    assert "Drop answers in Chinese." in judge.calls[0][0][0].text  # the custom rubric reaches the judge
+    assert reader.counts == {"trace_spans": 8, "trace_pairs": 4, "new_tasks": 3, "kept_tasks": 2, "round_train_tasks": 2, "tasks_total": 2,
+                             "dropped_by_rule": 0, "dropped_by_llm_evaluate": 1}
+    [rejected] = [json.loads(line) for line in (tmp_path / "store" / "tasks.rejected.jsonl").read_text().splitlines()]
+    assert rejected["filter"] == "llm_evaluate" and "the answer is in Chinese" in rejected["reason"] and rejected["query"] == Q5
+    report = json.loads((tmp_path / "round1" / "data" / "tracing.json").read_text())
+    assert report["filters"][1] == {"name": "llm_evaluate", "kept": 2, "dropped": 1, "reasons": {"judged BAD": 1}}
+
+    tool_dialog = next(d for d in dialogs if d.turns[-1]["content"] == A2)
+    assert [t["role"] for t in tool_dialog.turns] == ["user", "assistant", "user", "assistant", "tool", "assistant"]
+    assert tool_dialog.turns[3]["tool_calls"] == [{"id": "call_1", "name": "cancel_reservation", "arguments": CALL["input"]}]
+    assert tool_dialog.turns[4] == {"role": "tool", "content": '{"status": "cancelled"}', "tool_call_id": "call_1", "name": "cancel_reservation"}
+    assert "cancel_reservation" in {t["function"]["name"] for t in tool_dialog.tools}  # the airline tools, as the harness shows them
+
+    again = _reader(tmp_path, database, [RULE, JUDGE], ScriptedModel({}))  # a second read of the same database
+    assert again.dialogs(tmp_path / "round2" / "data") == []
+    assert again.counts["new_tasks"] == 0 and again.counts["tasks_total"] == 2  # nothing judged again (no script needed)
+
+
+def test_a_non_tau2_agent_gets_its_system_prompt_and_no_tools(tmp_path):
+    database = build_studio_db(tmp_path / "database.sqlite", "new", flat=True)
+    reader = _reader(tmp_path, database, [], system_prompt="You are Friday, a math helper.", domain=None)
+    dialogs = reader.dialogs(tmp_path / "r" / "data")
+    assert len(dialogs) == 3 and all(d.system == "You are Friday, a math helper." and d.tools == [] for d in dialogs)
+
+
+def test_answer_turns_put_calls_before_their_results():
+    blocks = [{"type": "text", "text": "Let me check."}, CALL, {"type": "tool_result", "id": "call_1", "name": "cancel_reservation", "output": "ok"},
+              {"type": "text", "text": "Cancelled."}]
+    turns = answer_turns(blocks)
+    assert [t["role"] for t in turns] == ["assistant", "tool", "assistant"]
+    assert turns[0]["content"] == "Let me check." and turns[2] == {"role": "assistant", "content": "Cancelled."}
+
+
+@pytest.mark.parametrize(
+    ("filters", "message"),
+    [
+        ([{"type": "bogus"}], "feedback_tracing.filters[0].type: unknown filter type 'bogus'"),
+        ([RULE, {"type": "rule", "params": {"min_len": 3}}], "feedback_tracing.filters[1].params"),
+        ([{"type": "llm_evaluate"}], "needs a judge model"),
+    ],
+)
+def test_filter_config_errors_name_the_key(tmp_path, filters, message):
+    database = build_studio_db(tmp_path / "database.sqlite", "new")
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        _reader(tmp_path, database, filters)
+
+
+def test_a_bad_database_path_names_the_key(tmp_path):
+    with pytest.raises(ConfigError, match="feedback_tracing.base_url: .*no such file"):
+        _reader(tmp_path, tmp_path / "missing.sqlite", [])
