@@ -8,12 +8,14 @@ import sys
 import pytest
 from conftest import CONF, ROOT
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from agentlab.config import ConfigError, check_config
 from agentlab.tracing.studio import StudioWriter
 
 GROUPS = {"model": ("model@agent", "model@user")}
 NODES = {"task_reader": "feedback_tracing"}  # groups whose option fills another root key
+HYDRA_GROUPS = {"hparams_search"}  # groups that configure Hydra itself (tested below with the hydra node)
 EXTRA = {  # options with a mandatory key, or that need another group's option
     "hf_local": "{slot}.path=/models/any-hf-folder",
     "tracing": "feedback_tracing.base_url={studio_db}",
@@ -30,7 +32,7 @@ def _options() -> list[tuple[str, str]]:
     return [
         (path.parent.name, path.stem)
         for path in sorted(CONF.glob("*/*.yaml"))
-        if path.parent.name != "experiment" and (path.parent.name, path.stem) not in UNAVAILABLE
+        if path.parent.name not in ("experiment", *HYDRA_GROUPS) and (path.parent.name, path.stem) not in UNAVAILABLE
     ]
 
 
@@ -124,3 +126,15 @@ def test_feedback_tracing_without_a_database_says_which_key(tmp_path):
     assert result.returncode == 2, result.stderr[-2000:]
     assert "feedback_tracing.base_url:" in result.stderr and "no such file" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("option", [p.stem for p in sorted((CONF / "hparams_search").glob("*.yaml"))])
+def test_hparams_search_sets_the_optuna_sweeper_on_a_metric_of_metrics_json(option):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["+experiment=sft_airline", f"hparams_search={option}"], return_hydra_config=True)
+    assert cfg.hydra.sweeper._target_.endswith("OptunaSweeper") and cfg.hydra.mode.name == "MULTIRUN"
+    assert cfg.optimized_metric == "eval/avg_reward" and cfg.hydra.sweeper.direction == "maximize"
+    for key in cfg.hydra.sweeper.params:  # every searched key exists in the experiment's config
+        assert OmegaConf.select(cfg, key) is not None, key

@@ -22,7 +22,7 @@ def test_redact_by_key_and_by_value(monkeypatch):
 
 
 def test_flatten():
-    assert flatten({"eval": {"avg_reward": 1.0, "pass^k": {1: 0.5}}}) == {"eval/avg_reward": 1.0, "eval/pass^k/1": 0.5}
+    assert flatten({"eval": {"avg_reward": 1.0, "pass^k": {1: 0.5}}}) == {"eval/avg_reward": 1.0, "eval/pass^1": 0.5}
 
 
 def test_offline_wandb_run_and_no_secret_in_any_written_file(tmp_path):

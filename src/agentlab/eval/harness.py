@@ -23,13 +23,13 @@ from tau2.data_model.tasks import Task
 from tqdm import tqdm
 
 from agentlab.eval.metrics import summarize
-from agentlab.eval.results import ResultStore, write_atomic, write_tau2_results
+from agentlab.eval.results import RESULTS_FILE, ResultStore, write_atomic, write_tau2_results
 from agentlab.eval.runner import TaskRunner
 from agentlab.eval.tools import patch_env_set_state
 from agentlab.models.base import ChatModel
-from agentlab.tracking.loggers import NullLogger
+from agentlab.tracking.loggers import NullLogger, metrics_of
 
-SUMMARY_FILE = "summary.json"
+SUMMARY_FILE, METRICS_FILE = "summary.json", "metrics.json"
 
 
 class TaskSelectionError(ValueError):
@@ -185,9 +185,11 @@ class Evaluation:
 
     def _record(self, run_dir: Path, rows: list[dict[str, Any]], tasks: list[Task], summary: dict[str, Any]) -> None:
         write_atomic(run_dir / SUMMARY_FILE, json.dumps(summary, indent=2))
+        write_atomic(run_dir / METRICS_FILE, json.dumps({"metrics": metrics_of({"eval": summary}), "summary": summary}, indent=2))
         info = {"num_trials": self.num_trials, "max_steps": self.runner.max_steps, "agent_model": self.agent.name, "user_model": self.user.name}
         write_tau2_results(run_dir, rows, tasks, info, self.runner.domain.environment().get_info())
         self.logger.log_table("eval/tasks", [per_task_row(row) for row in rows])
+        self.logger.log_artifact("results", "results", run_dir / RESULTS_FILE)
         self.logger.finish({"eval": summary})
         print_summary(summary, run_dir)
 

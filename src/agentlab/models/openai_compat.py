@@ -26,8 +26,11 @@ class OpenAIModel(ModelFactory):
     ~50 ms, mostly its TLS context, and would otherwise be paid twice per task).
     """
 
-    def __init__(self, model: str, base_url: str | None = None, api_key_env: str = "OPENAI_API_KEY") -> None:
+    def __init__(
+        self, model: str, base_url: str | None = None, api_key_env: str = "OPENAI_API_KEY", max_retries: int = 5, timeout: float = 120.0
+    ) -> None:
         self.model, self.base_url, self.api_key_env = model, base_url, api_key_env
+        self.max_retries, self.timeout = max_retries, timeout
         self.name = model
         self._sdk: tuple[asyncio.AbstractEventLoop, AsyncOpenAI] | None = None
 
@@ -37,7 +40,9 @@ class OpenAIModel(ModelFactory):
             key = os.environ.get(self.api_key_env)
             if not key and self.base_url is None:
                 raise RuntimeError(f"model.api_key_env: environment variable {self.api_key_env} is not set (needed for {self.model})")
-            self._sdk = (loop, AsyncOpenAI(api_key=key or NO_KEY, base_url=self.base_url))
+            # the SDK retries 429, 5xx, timeouts and dropped connections with exponential backoff, honouring Retry-After
+            sdk = AsyncOpenAI(api_key=key or NO_KEY, base_url=self.base_url, max_retries=self.max_retries, timeout=self.timeout)
+            self._sdk = (loop, sdk)
         return self._sdk[1]
 
     def client(self, task: Task, role: Role) -> SupportsChatGetResponse:

@@ -1,4 +1,9 @@
-"""Run trackers behind one small interface: W&B (offline by default) or nothing (``logger=none``)."""
+"""Run trackers behind one small interface: W&B (offline by default) or nothing (``logger=none``).
+
+Every job's figures have one name everywhere (W&B summary, ``metrics.json``'s ``metrics``, a sweep's
+objective): ``eval/*`` for the model the job evaluated or trained (``eval/avg_reward``, ``eval/pass^1``),
+``eval_base/*`` for the model a training started from, ``train/*`` (``train/loss``) and ``data/*``.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +13,23 @@ from typing import Any
 from agentlab.tracking.redact import redact
 
 
-def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a/b": 1}``; W&B charts and tables want flat keys."""
+def flatten(obj: Any, prefix: str = "", sep: str = "/") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a/b": 1}``; W&B charts and tables want flat keys. ``pass^k: {1: x}`` -> ``pass^1``."""
     if not isinstance(obj, dict):
         return {prefix: obj}
     flat: dict[str, Any] = {}
     for key, value in obj.items():
-        flat.update(flatten(value, f"{prefix}/{key}" if prefix else str(key)))
+        name = f"{prefix}{sep}{key}" if prefix else str(key)
+        if key == "pass^k" and isinstance(value, dict):
+            flat.update({f"{prefix}{sep}pass^{k}" if prefix else f"pass^{k}": v for k, v in value.items()})
+        else:
+            flat.update(flatten(value, name, sep))
     return flat
+
+
+def metrics_of(tree: dict[str, Any]) -> dict[str, float]:
+    """The numbers of a (nested) summary under their flat names: what metrics.json, W&B and sweep objectives share."""
+    return {k: v for k, v in flatten(tree).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 class NullLogger:
@@ -26,6 +40,9 @@ class NullLogger:
 
     def log_table(self, key: str, rows: list[dict[str, Any]]) -> None:
         """Nothing to record."""
+
+    def log_artifact(self, name: str, kind: str, path: Path) -> None:
+        """Nothing to upload."""
 
     def finish(self, summary: dict[str, Any]) -> None:
         """Nothing to close."""
@@ -50,7 +67,7 @@ class WandbLogger(NullLogger):
             group=group,
             job_type=job_type,
             tags=self.tags,
-            config=redact(config),
+            config=flatten(redact(config), sep="."),  # the resolved Hydra config, one key per leaf: agent.model, rl_algo.learning_rate
             reinit="finish_previous",
         )
 
@@ -62,6 +79,14 @@ class WandbLogger(NullLogger):
         columns = sorted({k for row in rows for k in row})
         table = wandb.Table(columns=columns, data=[[redact(row.get(c)) for c in columns] for row in rows])
         self.run.log({key: table})
+
+    def log_artifact(self, name: str, kind: str, path: Path) -> None:
+        """A file or folder (an adapter, a results file) as a W&B artifact of the run (offline: kept in the run dir)."""
+        import wandb
+
+        artifact = wandb.Artifact(name, type=kind)
+        (artifact.add_dir if Path(path).is_dir() else artifact.add_file)(str(path))
+        self.run.log_artifact(artifact)
 
     def finish(self, summary: dict[str, Any]) -> None:
         self.run.summary.update(flatten(redact(summary)))

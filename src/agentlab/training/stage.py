@@ -10,7 +10,8 @@ Hydra run dir:
     adapter/       the trained LoRA adapter (peft format; start a later run from it with agent.adapter=...)
     train_result.json  written once the adapter is saved: a re-run evaluates it instead of training again
     eval_base/, eval_adapter/   harness runs on held-out tasks, each with metrics.json and metrics.md
-    metrics.json, metrics.md    training figures and the base-vs-adapter comparison
+    metrics.json   ``metrics`` (the shared names: eval/*, eval_base/*, train/*, data/*), summary, train_log, evaluations
+    metrics.md     training figures and the base-vs-adapter comparison
     summary.json   the stage's summary (also the W&B run's summary)
 
 Re-running into the same run dir (``hydra.run.dir=<it>``) resumes each step instead of repeating it: the
@@ -41,7 +42,7 @@ from agentlab.eval.domains import Tau2Domain
 from agentlab.eval.harness import select_tasks
 from agentlab.eval.results import write_atomic
 from agentlab.models.local import LocalHFModel
-from agentlab.tracking.loggers import NullLogger
+from agentlab.tracking.loggers import NullLogger, metrics_of
 from agentlab.training.continual import ReplayBuffer
 from agentlab.training.coreset import CoresetSelector
 from agentlab.training.data import Dialog, refuse_held_out
@@ -53,6 +54,7 @@ from agentlab.training.rollouts import RolloutSampler
 from agentlab.training.trainers.base import TrainResult
 
 SAMPLES_FILE, SCORED_FILE, SUMMARY_FILE, TRAIN_RESULT_FILE = "samples.jsonl", "scored.jsonl", "summary.json", "train_result.json"
+METRICS_FILE = "metrics.json"
 
 
 class NothingToTrain(Exception):
@@ -199,7 +201,7 @@ class Training:
     def __call__(self, run_dir: Path, config: dict[str, Any], name: str, group: str) -> dict[str, Any]:
         started = time.perf_counter()
         self._continue_lineage(run_dir)
-        self.logger.start(config, run_dir, name=name, group=group, job_type=self.job_type)
+        self.logger.start({**config, "algo": self.algo.name}, run_dir, name=name, group=group, job_type=self.job_type)  # groupable
         data = TrainingData(self, run_dir)
         summary: dict[str, Any] = {"algo": self.algo.name, "started_from": self.model.adapter}
         if self.lineage is not None:
@@ -209,7 +211,7 @@ class Training:
         except NothingToTrain as exc:
             logger.warning(f"nothing trained: {exc}")
             summary.update({"trained": False, "reason": str(exc), **{f"data/{k}": v for k, v in data.counts.items()}})
-            return self._finish(run_dir, summary, started, "")
+            return self._finish(run_dir, summary, started, "", {})
         summary.update({"trained": True, "adapter_dir": str(result.adapter_dir), **result.metrics})
         summary.update({f"data/{k}": v for k, v in data.counts.items()})
         if self.lineage is not None:  # before evaluating: the next round continues this adapter even if evaluation fails
@@ -218,12 +220,12 @@ class Training:
         figures, table = compare(evaluations) if evaluations else ({}, "")
         for label, values in figures.items():
             summary.update({f"eval_{label}/{k}": v for k, v in values.items()})
+        summary.update({f"eval/{k}": v for k, v in figures.get("adapter", {}).items()})  # the trained model: eval/* as in every job
         summary["avg_reward"] = figures.get("adapter", {}).get("avg_reward")
-        report = {"summary": summary, "train_log": result.log_history, "evaluations": evaluations}
-        write_atomic(run_dir / "metrics.json", json.dumps(report, indent=2))
         self.logger.log_table("train/log_history", result.log_history)
         self.logger.log_table("eval/comparison", [{"label": k, **v} for k, v in figures.items()])
-        return self._finish(run_dir, summary, started, table)
+        self.logger.log_artifact(f"adapter-{self.algo.name}", "model", result.adapter_dir)
+        return self._finish(run_dir, summary, started, table, {"train_log": result.log_history, "evaluations": evaluations})
 
     def _continue_lineage(self, run_dir: Path) -> None:
         """With a lineage and no explicit ``agent.adapter``: start from the previous round's adapter."""
@@ -234,11 +236,13 @@ class Training:
             logger.info(f"round {self.lineage.round_number(run_dir)} continues the previous round's adapter {start}")
             self.model = self.model.with_adapter(start)
 
-    def _finish(self, run_dir: Path, summary: dict[str, Any], started: float, table: str) -> dict[str, Any]:
-        """summary.json, metrics.md, the W&B summary and the end-of-run table."""
+    def _finish(self, run_dir: Path, summary: dict[str, Any], started: float, table: str, details: dict[str, Any]) -> dict[str, Any]:
+        """summary.json, metrics.json (its figures under the shared names, and ``details``), metrics.md, W&B, the table."""
         summary.setdefault("avg_reward", None)
         summary["wall_time_s"] = round(time.perf_counter() - started, 2)
         write_atomic(run_dir / SUMMARY_FILE, json.dumps(summary, indent=2))
+        report = {"metrics": metrics_of(summary), "summary": summary, **details}
+        write_atomic(run_dir / METRICS_FILE, json.dumps(report, indent=2))
         write_atomic(run_dir / "metrics.md", _report(summary, table))
         self.logger.finish(summary)
         print_summary(summary, table, run_dir)

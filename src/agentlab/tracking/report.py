@@ -1,0 +1,506 @@
+"""A local comparison of run dirs as one self-contained HTML page, for users without W&B.
+
+Reads only what the stages already write into a run dir (``summary.json``, ``results.jsonl``,
+``metrics.json``, ``.hydra/``), never modifies it, and embeds every plot as a base64 PNG so the page
+can be mailed or opened offline. Evaluation runs (``stage=eval``) and training runs (``stage=train``:
+their ``eval_base/`` and ``eval_adapter/`` sub-evaluations belong to them) sit side by side.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import itertools
+import json
+import math
+import os
+import sys
+import textwrap
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+SUMMARY_FILE, RESULTS_FILE, METRICS_FILE = "summary.json", "results.jsonl", "metrics.json"
+REPORT_FILE = "report.html"
+MISSING = "—"
+TEXT_COLUMNS = {"label", "kind", "experiment", "algo", "run dir", "note"}
+TABLE_LEGEND = (
+    "reward: average reward (training runs: the trained adapter's); base: the starting model's; "
+    "pass^k and errors: the adapter's for training runs (errors: base and adapter together); wall: the whole run."
+)
+SUMMARY_HIDDEN = {"experiment", "run dir", "note"}  # the printed table stays terminal-wide
+
+
+class ReportError(ValueError):
+    """Input the report cannot use; the message names the path and what was expected."""
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run dir's figures: for a training run, the adapter's evaluation (``base_reward`` the starting model's)."""
+
+    path: Path
+    kind: str
+    experiment: str
+    algo: str
+    overrides: list[str]
+    avg_reward: float | None
+    base_reward: float | None
+    pass_k: dict[int, float]
+    errors: int | None
+    wall_time_s: float | None
+    task_rewards: dict[str, float]
+    losses: list[tuple[float, float]]
+    note: str
+    label: str = ""
+
+
+@dataclass(frozen=True)
+class Plot:
+    """A figure as PNG bytes, or the one-line note shown instead when no run has its data."""
+
+    name: str
+    title: str
+    png: bytes | None
+    note: str
+
+
+@dataclass(frozen=True)
+class RunTable:
+    """The runs table as text, built once for both the page and the printed summary."""
+
+    headers: list[str]
+    rows: list[list[str]]
+
+
+# ---------------------------------------------------------------- discovery and loading
+
+
+def discover_runs(root: Path) -> list[Path]:
+    """Every run dir (one with ``summary.json``) at or below ``root``; not below a run dir: its sub-runs belong to it."""
+    if not root.is_dir():
+        problem = "not a directory" if root.exists() else "no such directory"
+        raise ReportError(f"{root}: {problem}; expected a run dir or a folder of run dirs")
+    found = []
+    for current, dirs, files in os.walk(root):
+        if SUMMARY_FILE in files:
+            found.append(Path(current))
+            dirs.clear()
+        dirs.sort()
+    if not found:
+        raise ReportError(f"{root}: no run found; expected a run dir with {SUMMARY_FILE}, or a folder holding run dirs")
+    return found
+
+
+def load_runs(roots: Iterable[Path]) -> list[Run]:
+    """The runs under ``roots`` in argument order (each once), labelled."""
+    seen: dict[Path, Path] = {}
+    for root in roots:
+        for path in discover_runs(root):
+            seen.setdefault(path.resolve(), path)
+    return label_runs([load_run(path) for path in seen.values()])
+
+
+def load_run(path: Path) -> Run:
+    """One run dir: an evaluation, or a training run read through its adapter's evaluation."""
+    summary = _read_json(path / SUMMARY_FILE, "the run's summary object")
+    config = _read_yaml(path / ".hydra" / "config.yaml", dict, "the composed config (a mapping)") or {}
+    overrides = _read_yaml(path / ".hydra" / "overrides.yaml", list, "the job's overrides (a list)") or []
+    stage = config.get("stage")
+    train = str(stage.get("_target_", "") if isinstance(stage, dict) else "").endswith(".Training") or "trained" in summary
+    common = {
+        "path": path,
+        "experiment": str(config.get("experiment_name", MISSING)),
+        "algo": str(summary.get("algo") or MISSING),
+        "overrides": [str(o) for o in overrides],
+        "wall_time_s": _number(summary, "wall_time_s", path),
+    }
+    if train:
+        return Run(kind="train", **common, **_training_figures(path, summary))
+    return Run(kind="eval", **common, **_eval_figures(path, summary))
+
+
+def _eval_figures(path: Path, summary: dict[str, Any]) -> dict[str, Any]:
+    errors = _number(summary, "errors", path)
+    return {
+        "avg_reward": _number(summary, "avg_reward", path),
+        "base_reward": None,
+        "pass_k": _pass_k(summary.get("pass^k") or {}, path),
+        "errors": None if errors is None else int(errors),
+        "task_rewards": task_rewards(path / RESULTS_FILE),
+        "losses": [],
+        "note": "",
+    }
+
+
+def _training_figures(path: Path, summary: dict[str, Any]) -> dict[str, Any]:
+    errors = [_number(summary, f"eval_{label}/errors", path) for label in ("base", "adapter")]
+    prefix = "eval_adapter/pass^"
+    avg_reward = _number(summary, "eval_adapter/avg_reward", path)
+    if summary.get("trained") is False:
+        note = f"not trained: {summary.get('reason', 'no reason recorded')}"
+    else:
+        note = "" if avg_reward is not None else "trained; no held-out evaluation recorded"
+    return {
+        "avg_reward": avg_reward,
+        "base_reward": _number(summary, "eval_base/avg_reward", path),
+        "pass_k": _pass_k({k.removeprefix(prefix): v for k, v in summary.items() if k.startswith(prefix)}, path),
+        "errors": None if all(e is None for e in errors) else int(sum(e or 0 for e in errors)),
+        "task_rewards": task_rewards(path / "eval_adapter" / RESULTS_FILE),
+        "losses": _losses(path / METRICS_FILE),
+        "note": note,
+    }
+
+
+def label_runs(runs: list[Run]) -> list[Run]:
+    """Label each run by the overrides that set it apart (a sweep job's), else by its dir name, else by its path."""
+    shared = set.intersection(*(set(r.overrides) for r in runs)) if len(runs) > 1 else set()
+    labels = [" ".join(o for o in r.overrides if o not in shared) or r.path.name for r in runs]
+    labels = _unclash(labels, [r.path.name for r in runs])
+    labels = _unclash(labels, [display_path(r.path) for r in runs])
+    return [replace(run, label=label) for run, label in zip(runs, labels)]
+
+
+def _unclash(labels: list[str], fallbacks: list[str]) -> list[str]:
+    """A label that several runs share is replaced by the run's fallback."""
+    return [fallback if labels.count(label) > 1 else label for label, fallback in zip(labels, fallbacks)]
+
+
+def task_rewards(path: Path) -> dict[str, float]:
+    """Task id -> mean reward over its trials; a torn last line (a run still writing) is left out, never cut."""
+    if not path.is_file():
+        return {}
+    lines = path.read_text(encoding="utf-8").split("\n")[:-1]
+    by_task: dict[str, list[float]] = defaultdict(list)
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            by_task[str(row["task_id"])].append(float(row["reward"]))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            expected = "expected a JSON object with task_id and reward"
+            raise ReportError(f"{path}: line {number} is not a result row ({exc!r}); {expected}") from exc
+    return {task: sum(rewards) / len(rewards) for task, rewards in by_task.items()}
+
+
+def _losses(path: Path) -> list[tuple[float, float]]:
+    """(step, loss) of the trainer's log rows; its closing row has ``train_loss`` instead and is left out."""
+    if not path.is_file():
+        return []
+    log = _read_json(path, "the training report object").get("train_log") or []
+    if not isinstance(log, list):
+        raise ReportError(f"{path}: train_log is {type(log).__name__}; expected a list of trainer log rows")
+    rows = [row for row in log if isinstance(row, dict) and _isnum(row.get("loss")) and _isnum(row.get("step"))]
+    return [(float(row["step"]), float(row["loss"])) for row in rows]
+
+
+def _pass_k(values: dict[str, Any], path: Path) -> dict[int, float]:
+    try:
+        return {int(k): float(v) for k, v in sorted(values.items(), key=lambda kv: int(kv[0])) if v is not None}
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise ReportError(f"{path / SUMMARY_FILE}: pass^k is {values!r}; expected k (an integer) -> a number") from exc
+
+
+def _number(summary: dict[str, Any], key: str, path: Path) -> float | None:
+    value = summary.get(key)
+    if value is not None and not _isnum(value):
+        raise ReportError(f"{path / SUMMARY_FILE}: {key} is {value!r}; expected a number or null")
+    return None if value is None else float(value)
+
+
+def _isnum(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _read_json(path: Path, expected: str) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ReportError(f"{path}: cannot be read ({exc.strerror}); expected {expected}") from exc
+    except json.JSONDecodeError as exc:
+        raise ReportError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno}); expected {expected}") from exc
+    if not isinstance(data, dict):
+        raise ReportError(f"{path}: holds a JSON {type(data).__name__}; expected {expected}")
+    return data
+
+
+def _read_yaml(path: Path, kind: type, expected: str) -> Any:
+    """The file's content, or None when absent (a run dir copied without ``.hydra/``)."""
+    if not path.is_file():
+        return None
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ReportError(f"{path}: not valid YAML ({exc}); expected {expected}") from exc
+    if data is not None and not isinstance(data, kind):
+        raise ReportError(f"{path}: holds a {type(data).__name__}; expected {expected}")
+    return data
+
+
+def display_path(path: Path) -> str:
+    """The path relative to the cwd when it is below it (shorter in tables), else absolute."""
+    resolved = path.resolve()
+    try:
+        return str(resolved.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(resolved)
+
+
+# ---------------------------------------------------------------- table
+
+
+def run_table(runs: list[Run]) -> RunTable:
+    """One row per run, as text: shared by the HTML page and the printed summary."""
+    max_k = max((k for r in runs for k in r.pass_k), default=0)
+    headers = ["label", "kind", "experiment", "algo", "reward", "base"]
+    headers += [f"pass^{k}" for k in range(1, max_k + 1)] + ["errors", "wall (s)", "run dir", "note"]
+    rows = [
+        [r.label, r.kind, r.experiment, r.algo, _fmt(r.avg_reward), _fmt(r.base_reward)]
+        + [_fmt(r.pass_k.get(k)) for k in range(1, max_k + 1)]
+        + [MISSING if r.errors is None else str(r.errors), _fmt(r.wall_time_s, ".1f"), display_path(r.path), r.note]
+        for r in runs
+    ]
+    return RunTable(headers, rows)
+
+
+def _fmt(value: float | None, spec: str = ".3f") -> str:
+    return MISSING if value is None else format(value, spec)
+
+
+# ---------------------------------------------------------------- figures
+
+
+def make_plots(runs: list[Run]) -> list[Plot]:
+    """Every plot of the page; one whose data no run has becomes its note."""
+    specs: list[tuple[str, str, Callable[[list[Run]], Figure | None], str]] = [
+        ("reward", "Average reward per run (training runs: base vs adapter)", reward_figure,
+         "No run has an average reward (no finished evaluation)."),
+        ("pass_k", "pass^k (training runs: the adapter)", pass_k_figure, "No run has pass^k figures."),
+        ("task_rewards", "Reward per task, mean over trials (training runs: the adapter)", task_figure,
+         "No run has per-task results (results.jsonl)."),
+        ("loss", "Training loss", loss_figure, "No training run logged a loss."),
+    ]
+    plots = []
+    for name, title, build, note in specs:
+        figure = build(runs)
+        plots.append(Plot(name, title, None if figure is None else _png(figure), note))
+    return plots
+
+
+def reward_figure(runs: list[Run]) -> Figure | None:
+    """Bars per run: one for an evaluation, base and adapter side by side for a training run."""
+    values = [v for r in runs for v in (r.avg_reward, r.base_reward) if v is not None]
+    if not values:
+        return None
+    figure = _figure(max(6.0, 1.3 * len(runs) + 2), 4.5)
+    ax = figure.add_subplot()
+    for x, run in enumerate(runs):
+        bars = [(x + offset, value, name, color) for offset, value, name, color in _bars(run) if value is not None]
+        for position, value, name, color in bars:
+            ax.bar(position, value, width=0.4, color=color, label=name)
+            ax.annotate(f"{value:.2f}", (position, value), ha="center", va="bottom", fontsize=8)
+        if not bars:  # the run stays on the axis, saying why it has no bar
+            status = run.note.split(":")[0] or "no evaluation"
+            ax.annotate(status, (x, 0.02), ha="center", va="bottom", rotation=90, fontsize=8, color="#777")
+    ax.set_xticks(range(len(runs)), [_wrap(r.label) for r in runs], fontsize=8)
+    ax.set_xlim(-0.6, len(runs) - 0.4)
+    ax.set_ylim(0, 1.1 * max([1.0, *values]))
+    ax.set_ylabel("average reward")
+    handles, names = ax.get_legend_handles_labels()
+    unique = dict(zip(names, handles))
+    ax.legend(unique.values(), unique.keys(), fontsize=8)
+    return figure
+
+
+def _bars(run: Run) -> list[tuple[float, float | None, str, str]]:
+    """(x offset, value, legend name, colour) of a run's bars."""
+    if run.kind == "train":
+        return [(-0.2, run.base_reward, "base", "#9e9e9e"), (0.2, run.avg_reward, "adapter", "#e6862e")]
+    return [(0.0, run.avg_reward, "evaluation", "#3b75af")]
+
+
+def pass_k_figure(runs: list[Run]) -> Figure | None:
+    """One line per run: pass^k falls with k as a task must succeed in every one of k trials."""
+    shown = [r for r in runs if r.pass_k]
+    if not shown:
+        return None
+    figure = _figure(7, 4)
+    ax = figure.add_subplot()
+    for run, marker in zip(shown, itertools.cycle("osD^v")):  # hollow, distinct markers: equal values stay visible
+        ks, values = list(run.pass_k), list(run.pass_k.values())
+        ax.plot(ks, values, marker=marker, markersize=9, fillstyle="none", label=_wrap(run.label))
+    ax.set_xticks(range(1, max(k for r in shown for k in r.pass_k) + 1))
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_xlabel("k")
+    ax.set_ylabel("pass^k")
+    ax.legend(fontsize=8)
+    return figure
+
+
+def task_figure(runs: list[Run]) -> Figure | None:
+    """Runs x task ids, mean reward over trials: where runs differ, task by task (grey: task not run)."""
+    shown = [r for r in runs if r.task_rewards]
+    if not shown:
+        return None
+    tasks = sorted({t for r in shown for t in r.task_rewards}, key=_task_order)
+    grid = np.array([[r.task_rewards.get(t, math.nan) for t in tasks] for r in shown])
+    figure = _figure(min(max(6.0, 0.35 * len(tasks) + 4), 14), max(2.5, 0.55 * len(shown) + 1.5))
+    ax = figure.add_subplot()
+    cmap = colormaps["RdYlGn"].with_extremes(bad="#dddddd")
+    image = ax.imshow(np.ma.masked_invalid(grid), vmin=0, vmax=1, aspect="auto", cmap=cmap)
+    if len(tasks) <= 25:  # values readable in the cells; wider grids rely on the colour bar
+        for (row, col), value in np.ndenumerate(grid):
+            if not math.isnan(value):
+                colour = "white" if abs(value - 0.5) > 0.3 else "black"  # the map's ends are dark
+                ax.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=8, color=colour)
+    ax.set_xticks(range(len(tasks)), tasks, fontsize=7, rotation=90 if len(tasks) > 15 else 0)
+    ax.set_yticks(range(len(shown)), [_wrap(r.label, 40) for r in shown], fontsize=8)
+    ax.set_xlabel("task id")
+    figure.colorbar(image, ax=ax, label="mean reward")
+    return figure
+
+
+def _task_order(task: str) -> tuple[int, int, str]:
+    """Numeric ids in numeric order (2 before 10), then the others alphabetically."""
+    return (0, int(task), "") if task.isdigit() else (1, 0, task)
+
+
+def loss_figure(runs: list[Run]) -> Figure | None:
+    """Step vs loss, one line per training run."""
+    shown = [r for r in runs if r.losses]
+    if not shown:
+        return None
+    figure = _figure(7, 4)
+    ax = figure.add_subplot()
+    for run in shown:
+        steps, losses = zip(*run.losses)
+        ax.plot(steps, losses, marker=".", label=_wrap(run.label))
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.legend(fontsize=8)
+    return figure
+
+
+def _figure(width: float, height: float) -> Figure:
+    """A figure on the Agg canvas directly: no pyplot state, nothing to close, no display needed."""
+    figure = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _png(figure: Figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    return buffer.getvalue()
+
+
+def _wrap(label: str, width: int = 24) -> str:
+    return textwrap.fill(label, width)
+
+
+# ---------------------------------------------------------------- page
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 1400px; }
+h1 { margin-bottom: 0.2em; } h2 { margin-top: 1.6em; border-bottom: 1px solid #ddd; }
+.meta { color: #555; } code { background: #f3f3f3; padding: 0 0.3em; }
+table { border-collapse: collapse; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; vertical-align: top; white-space: nowrap; }
+th { background: #f0f0f0; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.wrap, td.note { white-space: normal; overflow-wrap: anywhere; min-width: 10em; }
+td.note { color: #8a5a00; } .note { color: #666; font-style: italic; }
+img { max-width: 100%; }
+"""
+
+
+def render_html(runs: list[Run], roots: list[Path], plots: list[Plot], generated: datetime) -> str:
+    """The self-contained page: inline CSS, inline base64 PNGs, every text escaped, no script."""
+    esc = html.escape
+    dirs = ", ".join(f"<code>{esc(display_path(root))}</code>" for root in roots)
+    parts = [
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>agentlab run comparison</title>',
+        f"<style>{STYLE}</style></head><body>",
+        "<h1>agentlab run comparison</h1>",
+        f'<p class="meta">Generated {esc(generated.strftime("%Y-%m-%d %H:%M:%S"))} from {dirs} ({len(runs)} runs).</p>',
+        "<h2>Runs</h2>",
+        _html_table(run_table(runs)),
+        f'<p class="note">{esc(TABLE_LEGEND)}</p>',
+    ]
+    for plot in plots:
+        parts.append(f"<h2>{esc(plot.title)}</h2>")
+        if plot.png is None:
+            parts.append(f'<p class="note">{esc(plot.note)}</p>')
+        else:
+            data = base64.b64encode(plot.png).decode("ascii")
+            parts.append(f'<img src="data:image/png;base64,{data}" alt="{esc(plot.title)}">')
+    parts.append("</body></html>\n")
+    return "\n".join(parts)
+
+
+def _html_table(table: RunTable) -> str:
+    esc = html.escape
+    head = "".join(f"<th>{esc(h)}</th>" for h in table.headers)
+    body = "".join(
+        "<tr>" + "".join(f"<td{_cell_class(h)}>{esc(cell)}</td>" for h, cell in zip(table.headers, row)) + "</tr>"
+        for row in table.rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _cell_class(header: str) -> str:
+    """Numbers right-aligned on one line; labels, paths and notes may wrap anywhere (paths have no spaces)."""
+    if header not in TEXT_COLUMNS:
+        return ' class="num"'
+    return {"note": ' class="note"', "label": ' class="wrap"', "run dir": ' class="wrap"'}.get(header, "")
+
+
+def write_report(runs: list[Run], roots: list[Path], out: Path) -> tuple[Path, list[Path]]:
+    """``out/report.html`` plus each plot's PNG beside it (a stale PNG of a plot now without data is removed)."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ReportError(f"{out}: cannot create the report folder ({exc.strerror}); expected a writable path") from exc
+    plots = make_plots(runs)
+    pngs = []
+    for plot in plots:
+        png = out / f"{plot.name}.png"
+        if plot.png is None:
+            png.unlink(missing_ok=True)
+        else:
+            png.write_bytes(plot.png)
+            pngs.append(png)
+    page = out / REPORT_FILE
+    page.write_text(render_html(runs, roots, plots, datetime.now()), encoding="utf-8")
+    return page, pngs
+
+
+def print_summary(runs: list[Run], page: Path, pngs: list[Path]) -> None:
+    """Where the page is, and the runs table without its long columns (the page has them)."""
+    table = run_table(runs)
+    keep = [i for i, h in enumerate(table.headers) if h not in SUMMARY_HIDDEN]
+    printed = Table(title=f"agentlab run comparison ({len(runs)} runs)")
+    for i in keep:
+        if table.headers[i] == "label":  # labels are what the reader looks for: folded, never cut to an ellipsis
+            printed.add_column("label", overflow="fold", min_width=min(24, max(len(row[i]) for row in table.rows)))
+        else:
+            printed.add_column(table.headers[i], justify="left" if table.headers[i] in TEXT_COLUMNS else "right")
+    for row in table.rows:
+        printed.add_row(*(Text(row[i]) for i in keep))
+    console = Console(width=None if sys.stdout.isatty() else 200)  # a log or a pipe: rich's 80 columns would cut the table
+    console.print(printed)
+    images = ", ".join(png.name for png in pngs) or "none"
+    console.print(Text(f"report: {display_path(page)} (+ {len(pngs)} PNGs: {images})"), soft_wrap=True)
