@@ -7,6 +7,7 @@ import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 from agent_framework import Content, Message
 
@@ -22,10 +23,10 @@ REPLY = {
 class RateLimited(BaseHTTPRequestHandler):
     """429 with ``Retry-After: 1`` for the first ``limited`` requests, then a completion; records arrival times."""
 
-    limited = 2
-    arrivals: list[float] = []
+    limited: ClassVar[int] = 2
+    arrivals: ClassVar[list[float]] = []
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+    def do_POST(self) -> None:
         self.rfile.read(int(self.headers["Content-Length"]))
         type(self).arrivals.append(time.monotonic())
         if len(self.arrivals) <= self.limited:
