@@ -204,6 +204,8 @@ def test_training_panels_chart_what_a_training_run_logs(runs, no_network):
     assert {curve["fieldSettings"]["x"], curve["fieldSettings"]["y"]} == {STEP_COLUMN, LOSS_COLUMN} <= set(run["tables"][table_key])
     (table,) = picked_keys([p for p in panels(train_grid) if p["viewType"] == "Weave"])
     assert table == "eval/comparison" and table in run["tables"]
+    for label in ("base", "adapter"):  # the training run's evaluations are logged per task, as an eval run's
+        assert {"task_id", "reward"} <= set(run["tables"][f"eval_{label}/tasks"])
 
 
 def test_eval_panels_chart_what_an_eval_run_logs(runs, no_network):

@@ -39,8 +39,8 @@ from tau2.data_model.tasks import Task
 
 from agentlab.config import ConfigError
 from agentlab.eval.domains import Tau2Domain
-from agentlab.eval.harness import select_tasks
-from agentlab.eval.results import write_atomic
+from agentlab.eval.harness import per_task_row, select_tasks
+from agentlab.eval.results import ResultStore, write_atomic
 from agentlab.models.local import LocalHFModel
 from agentlab.tracking.loggers import NullLogger, metrics_of
 from agentlab.training.continual import ReplayBuffer
@@ -224,6 +224,8 @@ class Training:
         summary["avg_reward"] = figures.get("adapter", {}).get("avg_reward")
         self.logger.log_table("train/log_history", result.log_history)
         self.logger.log_table("eval/comparison", [{"label": k, **v} for k, v in figures.items()])
+        for label in evaluations:  # per task, as an eval job logs eval/tasks
+            self.logger.log_table(f"eval_{label}/tasks", [per_task_row(row) for row in ResultStore(run_dir / f"eval_{label}").rows])
         self.logger.log_artifact(f"adapter-{self.algo.name}", "model", result.adapter_dir)
         return self._finish(run_dir, summary, started, table, {"train_log": result.log_history, "evaluations": evaluations})
 
