@@ -13,12 +13,14 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from agentlab.config import UserError
 
-class JsonlFileError(ValueError):
+
+class JsonlFileError(UserError):
     """A JSONL file with a corrupt row before its last line; the message names the file and line."""
 
 
-def read_rows(path: Path, expected: str, error: type[ValueError] = JsonlFileError) -> list[dict[str, Any]]:
+def read_rows(path: Path, expected: str, error: type[UserError] = JsonlFileError) -> list[dict[str, Any]]:
     """The file's rows (``[]`` when absent); a torn last line is truncated away, a corrupt earlier row raises ``error``."""
     if not path.exists():
         return []

@@ -1,12 +1,16 @@
 """The Hydra entry point: ``python -m agentlab.run +experiment=<name> [overrides]``.
 
 Compose -> check -> instantiate the stage (``stage`` config group) -> run it into the Hydra run dir.
-The stage object decides what to do; this file never branches on option names.
+The stage object decides what to do; this file never branches on option names. A user mistake (a wrong
+option, key or type, a bad data file or database) ends the run with one paragraph on stderr and exit
+code 2; ``HYDRA_FULL_ERROR=1`` shows the traceback instead. Heavy imports (tau2, torch) wait until a
+config has composed, so a typo is reported in about a second.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -14,15 +18,19 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import InstantiationException
+from hydra.errors import HydraException, InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 import agentlab  # noqa: F401 - sets the offline environment before tau2, tiktoken or wandb are used
-from agentlab.config import ConfigError, check_config
-from agentlab.eval.harness import METRICS_FILE
+from agentlab.config import ConfigError, UserError, check_config
 from agentlab.logging_setup import configure_logging
+from agentlab.tracking.loggers import METRICS_FILE
+
+FULL_ERROR = "HYDRA_FULL_ERROR"
+SHOW_TRACEBACK = os.environ.get(FULL_ERROR) == "1"  # the user's setting, read before cli() sets it for Hydra
 
 
 def _key(override: str) -> str:
@@ -75,7 +83,7 @@ def objective(run_dir: Path, name: str | None) -> float | None:
 def run(cfg: DictConfig) -> float | None:
     """Check ``cfg``, build its stage and run it; returns its ``optimized_metric``."""
     check_config(cfg)
-    configure_logging("INFO" if cfg.debug else None)  # debug=true shows the colored conversation log
+    configure_logging("INFO" if cfg.debug else "WARNING")  # debug=true shows the colored conversation log
     stage = instantiate(cfg.stage)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     config = OmegaConf.to_container(cfg, resolve=True)
@@ -83,18 +91,74 @@ def run(cfg: DictConfig) -> float | None:
     return objective(run_dir, cfg.get("optimized_metric"))
 
 
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and the exceptions it was raised from, outermost first."""
+    chain: list[BaseException] = []
+    while exc is not None and exc not in chain:
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return chain
+
+
+def one_paragraph(text: str) -> str:
+    """Hydra's multi-line reports as one paragraph: sentences joined, indented option lists comma-separated, no search path."""
+    sentences: list[str] = []
+    listing = False
+    for line in text.split("Config search path:")[0].splitlines():
+        item = line.strip()
+        if not item:
+            continue
+        if line[:1].isspace() and sentences and (listing or sentences[-1].endswith(":")):
+            sentences[-1] += f"{',' if listing else ''} {item}"
+            listing = True
+            continue
+        sentences.append(item)
+        listing = False
+    return " ".join(s if s.endswith((".", ":", "?", "!")) else f"{s}." for s in sentences)
+
+
+def user_error(exc: BaseException) -> str | None:
+    """The one-paragraph report of a user mistake, or None for a bug (which keeps its traceback)."""
+    chain = _chain(exc)
+    for error in chain:
+        if isinstance(error, UserError):
+            kind = "config error" if isinstance(error, ConfigError) else "bad input"
+            return f"{kind}: {one_paragraph(str(error))}"
+    if any(isinstance(error, InstantiationException) for error in chain):
+        return None
+    for error in chain:
+        if isinstance(error, (HydraException, OmegaConfBaseException)):
+            return f"config error: {one_paragraph(str(error))}"
+    return None
+
+
+def exit_on_user_error(exc: BaseException) -> None:
+    """Report a user mistake in one paragraph and exit 2 (unless ``HYDRA_FULL_ERROR=1`` asked for tracebacks)."""
+    message = user_error(exc)
+    if message is not None and not SHOW_TRACEBACK:
+        print(f"agentlab: {message} (HYDRA_FULL_ERROR=1 shows the traceback)", file=sys.stderr)
+        sys.exit(2)
+
+
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     """Returns the job's ``optimized_metric`` (default eval/avg_reward), the objective of hyperparameter sweeps."""
     try:
         return run(cfg)
-    except (ConfigError, InstantiationException) as exc:
-        cause = exc if isinstance(exc, ConfigError) else exc.__cause__
-        if not isinstance(cause, ConfigError):
-            raise
-        print(f"agentlab: config error: {cause}", file=sys.stderr)
-        sys.exit(2)
+    except Exception as exc:
+        exit_on_user_error(exc)  # inside the job, before Hydra adds its own report
+        raise
+
+
+def cli() -> None:
+    """``python -m agentlab.run``: Hydra's main; a composition mistake (wrong option, bad override) exits 2 too."""
+    os.environ[FULL_ERROR] = "1"  # Hydra re-raises composition errors instead of printing its own multi-line report
+    try:
+        main()
+    except Exception as exc:
+        exit_on_user_error(exc)
+        raise
 
 
 if __name__ == "__main__":
-    main()
+    cli()

@@ -74,7 +74,7 @@ def test_a_failing_task_becomes_an_error_row_and_the_run_goes_on(airline, tmp_pa
     rows = {r["task_id"]: r for r in _rows(tmp_path)}
     assert set(rows) == set(TASK_IDS)
     assert rows["2"]["error"] == "RuntimeError: backend down for task 2" and rows["2"]["evaluation"] == {"reward": 0.0}
-    assert summary["errors"] == 1 and summary["avg_reward"] == 0.75
+    assert summary["errors"] == 1 and summary["error_causes"] == {"RuntimeError": 1} and summary["avg_reward"] == 0.75
 
 
 def test_rerun_into_the_same_dir_skips_finished_pairs(airline, tmp_path):

@@ -200,6 +200,16 @@ def test_malformed_output_then_a_valid_call(tiny_model_dir: Path) -> None:
     assert response.text.endswith("Done: 1.")
 
 
+def test_a_call_cut_off_by_max_tokens_is_a_format_error_then_retried(tiny_model_dir: Path) -> None:
+    """A reply stopped by max_new_tokens inside a call runs nothing: the model is told and tries again."""
+    model = tiny(tiny_model_dir, format_retries=1)
+    prompts = scripted(model, ['<tool_call>\n{"name": "add", "arguments": {"x": 4, "y"', '{"name": "add", "arguments": {"x": 4}}', "It is 4."])
+    calls: list[dict[str, int]] = []
+    response = asyncio.run(agent(model, add_tool(calls)).run("4?"))
+    assert calls == [{"x": 4, "y": 0}] and response.text.endswith("It is 4.")
+    assert "Format error: " in prompts[1] and "Format error: " not in prompts[0]
+
+
 def test_plain_text_without_tools_is_not_parsed(tiny_model_dir: Path) -> None:
     model = tiny(tiny_model_dir)
     scripted(model, ['{"name": "Mia", "arguments": 3}'])

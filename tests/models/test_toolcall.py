@@ -215,3 +215,25 @@ def test_tool_prompt_lists_compact_schemas_and_the_format() -> None:
     }
     assert '<tool_call>{"name": "tool_name", "arguments": {"argument": "value"}}</tool_call>' in prompt
     assert "one call per turn" in prompt.lower() and "plain text" in prompt
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '<tool_call>\n{"name": "get_user_details", "arguments": {"user_id": "mia_li',
+        '{"name": "book_reservation", "arguments": {"user_id": "mia_li_3668", "flights": [{"flight_number": "HAT',
+        '```json\n{"name": "get_user_details", "argu',
+        "<tool_call>\n{",
+    ],
+    ids=["tagged-in-a-string", "bare-in-a-list", "fenced-in-a-key", "tagged-at-the-brace"],
+)
+def test_a_reply_cut_off_by_max_tokens_mid_call_is_a_format_error(text: str) -> None:
+    """Generation stopped by max_new_tokens inside a call: retried as a format error, never a call or a crash."""
+    reply = parse_reply(text, TOOLS)
+    assert reply.calls == []
+    assert reply.format_error is not None
+
+
+def test_an_empty_reply_is_empty_text() -> None:
+    reply = parse_reply("", TOOLS)
+    assert (reply.text, reply.calls, reply.format_error) == ("", [], None)

@@ -1,8 +1,9 @@
 """The evaluation stage: choose tasks, run every (task, trial) concurrently, stream rows, summarize, record.
 
 Each pair is independent (its own environment, clients and agents), so running them concurrently gives
-the rows a sequential run gives. A pair that raises becomes an error row and the run goes on. Rows reach
-``results.jsonl`` as they finish; re-running into the same run directory skips the finished pairs.
+the rows a sequential run gives. A pair that raises becomes an error row (its cause, secrets scrubbed) and
+the run goes on; a ``UserError`` (a wrong adapter, say) would fail every pair alike and ends the run instead.
+Rows reach ``results.jsonl`` as they finish; re-running into the same run directory skips the finished pairs.
 """
 
 from __future__ import annotations
@@ -22,21 +23,23 @@ from tau2.data_model.simulation import RewardInfo, SimulationRun
 from tau2.data_model.tasks import Task
 from tqdm import tqdm
 
+from agentlab.config import ConfigError, UserError
 from agentlab.eval.metrics import summarize
 from agentlab.eval.results import RESULTS_FILE, ResultStore, write_atomic, write_tau2_results
 from agentlab.eval.runner import TaskRunner
 from agentlab.eval.tools import patch_env_set_state
 from agentlab.models.base import ChatModel
-from agentlab.tracking.loggers import NullLogger, metrics_of
+from agentlab.tracking.loggers import METRICS_FILE, NullLogger, metrics_of
+from agentlab.tracking.redact import scrub
 
-SUMMARY_FILE, METRICS_FILE = "summary.json", "metrics.json"
+SUMMARY_FILE = "summary.json"
 
 
-class TaskSelectionError(ValueError):
+class TaskSelectionError(ConfigError):
     """``task_ids`` names tasks the split does not have."""
 
 
-def select_tasks(tasks: list[Task], task_ids: list[str] | None, num_tasks: int | None) -> list[Task]:
+def select_tasks(tasks: list[Task], task_ids: list[str | int] | None, num_tasks: int | None) -> list[Task]:
     """``task_ids`` if given (in that order), else the first ``num_tasks`` tasks (all when None)."""
     if task_ids:
         by_id = {t.id: t for t in tasks}
@@ -45,6 +48,15 @@ def select_tasks(tasks: list[Task], task_ids: list[str] | None, num_tasks: int |
             raise TaskSelectionError(f"task_ids {unknown} are not in the selected split; it has ids {sorted(by_id)[:20]}...")
         tasks = [by_id[str(i)] for i in task_ids]
     return tasks[:num_tasks] if num_tasks else tasks
+
+
+def error_cause(exc: BaseException) -> str:
+    """``Type: message``, with the exception it came from when that says more (``Connection error.`` from what)."""
+    text = f"{type(exc).__name__}: {exc}"
+    cause = exc.__cause__ or exc.__context__
+    if cause is not None and str(cause) and str(cause) not in text:
+        text += f" (from {type(cause).__name__}: {cause})"
+    return text
 
 
 def _init_evaluator(patch_env: bool) -> None:
@@ -70,7 +82,7 @@ class Evaluation:
         user: ChatModel,
         task_split: str | None = "test",
         num_tasks: int | None = None,
-        task_ids: list[str] | None = None,
+        task_ids: list[str | int] | None = None,
         num_trials: int = 1,
         concurrency: int = 1,
         evaluator_processes: int = 0,
@@ -146,11 +158,13 @@ class Evaluation:
             simulation = episode.simulation(trial)
             loop = asyncio.get_running_loop()
             reward_info = await loop.run_in_executor(executor, _evaluate, self.runner, task, simulation)
-        except Exception as exc:  # one task's failure must not end the run: it becomes an error row
+        except UserError:  # a wrong adapter or config fails every pair alike: end the run with its message
+            raise
+        except Exception as exc:  # noqa: BLE001 - one task's failure must not end the run: it becomes an error row
             return {
                 **base,
-                "error": f"{type(exc).__name__}: {exc}",
-                "traceback": traceback.format_exc(),
+                "error": scrub(error_cause(exc)),  # a server may echo the API key in its error text
+                "traceback": scrub(traceback.format_exc()),
                 "reward": 0.0,
                 "evaluation": {"reward": 0.0},
                 "duration": time.perf_counter() - started,
@@ -222,6 +236,8 @@ def print_summary(summary: dict[str, Any], run_dir: Path) -> None:
     for reason, count in sorted(summary["termination_reasons"].items()):
         table.add_row(f"ended: {reason}", str(count))
     table.add_row("errors", str(summary["errors"]))
+    for cause, count in sorted(summary.get("error_causes", {}).items()):
+        table.add_row(f"  error: {cause}", str(count))
     table.add_row("tool-call replies / malformed", f"{summary['tool_call_turns']} / {summary['format_errors']}")
     table.add_row("tool-call format validity", f"{summary['tool_call_validity']:.3f}")
     table.add_row("tokens in / out", f"{summary['input_tokens']} / {summary['output_tokens']}")

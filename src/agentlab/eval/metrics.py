@@ -55,6 +55,7 @@ def summarize(rows: list[dict[str, Any]], num_trials: int, wall_time: float) -> 
         "pass^k": pass_k(rows, num_trials),
         "termination_reasons": dict(Counter(row.get("termination_reason") or "error" for row in rows)),
         "errors": sum(1 for row in rows if row.get("error")),
+        "error_causes": dict(Counter(row["error"].split(":", 1)[0] for row in rows if row.get("error"))),  # exception type -> pairs
         "input_tokens": usage.get("input_token_count", 0),
         "output_tokens": usage.get("output_token_count", 0),
         **tool_call_format(rows),

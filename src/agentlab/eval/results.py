@@ -18,6 +18,7 @@ from tau2.data_model.simulation import AgentInfo, Info, Results, SimulationRun, 
 from tau2.data_model.tasks import Task
 from tau2.environment.environment import EnvironmentInfo
 
+from agentlab.config import UserError
 from agentlab.jsonl import append_rows, read_rows
 
 RESULTS_FILE = "results.jsonl"
@@ -26,7 +27,7 @@ TAU2_FILE = "tau2_results.json"
 PairKey = tuple[str, int]
 
 
-class ResultsFileError(ValueError):
+class ResultsFileError(UserError):
     """A results file that cannot be resumed safely (a corrupt row before the last one)."""
 
 

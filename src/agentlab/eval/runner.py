@@ -7,28 +7,48 @@ on until a stop token or ``max_steps``. The full conversation is scored by tau2'
 
 Fixed against the lab: the assistant's tools run in an environment set to the task's initial state; the
 assistant sees its own greeting; an agent ``###STOP###`` ends the run (the lab never checked); any domain.
+
+Malformed calls are tool errors the agent reads, as in tau2: a call to an unknown tool gets agent-framework's
+"not found" result, a call whose arguments do not fit runs in tau2 and gets tau2's own error, and like tau2's
+orchestrator the run ends with ``too_many_errors`` once ``max_errors`` tool results were errors.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 
-from agent_framework import Agent, AgentResponse, Content, Message, SupportsChatGetResponse
+from agent_framework import (
+    Agent,
+    AgentResponse,
+    Content,
+    FunctionInvocationContext,
+    FunctionMiddleware,
+    Message,
+    SupportsChatGetResponse,
+    function_middleware,
+)
+from tau2.data_model.message import AssistantMessage, ToolCall, ToolMessage
+from tau2.data_model.message import Message as Tau2Message
 from tau2.data_model.simulation import RewardInfo, SimulationRun, TerminationReason
 from tau2.data_model.tasks import Task
+from tau2.environment.environment import Environment
 from tau2.evaluator.evaluator import EvaluationType, evaluate_simulation
 from tau2.user.base import OUT_OF_SCOPE, STOP, TRANSFER
 from tau2.user.user_simulator import get_global_user_sim_guidelines
 
 from agentlab.eval.domains import Tau2Domain
 from agentlab.eval.messages import (
+    ERROR_PREFIX,
     convert_agent_framework_messages_to_tau2_messages,
     convert_tau2_messages_to_agent_framework_messages,
     flip_messages,
     log_messages,
+    result_text,
 )
 from agentlab.eval.tools import convert_tau2_tool_to_function_tool, tool_schemas
 from agentlab.eval.window import SlidingWindowHistoryProvider
@@ -98,6 +118,52 @@ def _now() -> str:
     return datetime.now(UTC).isoformat()
 
 
+def tool_errors(messages: list[Message]) -> int:
+    """Tool results in ``messages`` that are errors (tau2's ``Error: ...`` text, whoever wrote it)."""
+    return sum(1 for m in messages for c in m.contents if c.type == "function_result" and result_text(c.result).startswith(ERROR_PREFIX))
+
+
+def tau2_argument_errors(env: Environment) -> FunctionMiddleware:
+    """A function middleware: a call whose arguments do not fit its tool still runs in tau2.
+
+    agent-framework would answer it with its own "Error: Argument parsing failed ..." without running it;
+    tau2's evaluator replays every call and requires the recorded answer, so that text would make it raise.
+    tau2 answers with the tool's own error instead (what tau2's orchestrator would have shown the agent).
+    """
+
+    @function_middleware
+    async def run_in_tau2(context: FunctionInvocationContext, call_next: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await call_next()
+        except TypeError:  # agent-framework's argument check; our tools never raise (tau2 answers errors as text)
+            call = ToolCall(id="", name=context.function.name, arguments=dict(context.arguments), requestor="assistant")
+            context.result = env.get_response(call).content or ""
+
+    return run_in_tau2
+
+
+def without_unknown_calls(messages: list[Tau2Message], tools: frozenset[str]) -> list[Tau2Message]:
+    """The trajectory without the assistant's calls to tools not in ``tools``, nor their results.
+
+    Such a call changes nothing and matches no gold action, but tau2's evaluator would replay it and compare
+    tau2's "Tool 'x' not found" with agent-framework's wording (what the agent read), and raise on the difference.
+    """
+    dropped = {c.id for m in messages if isinstance(m, AssistantMessage) for c in m.tool_calls or [] if c.name not in tools}
+    if not dropped:
+        return messages
+    kept: list[Tau2Message] = []
+    for message in messages:
+        if isinstance(message, ToolMessage) and message.id in dropped:
+            continue
+        if isinstance(message, AssistantMessage) and message.tool_calls:
+            calls = [c for c in message.tool_calls if c.id not in dropped]
+            if not calls and not message.content:
+                continue
+            message = message.model_copy(update={"tool_calls": calls or None})
+        kept.append(message)
+    return kept
+
+
 def _add_usage(total: dict[str, int], response: AgentResponse) -> None:
     for key, value in (response.usage_details or {}).items():
         if isinstance(value, int):
@@ -116,9 +182,11 @@ class TaskRunner:
         user_sampling_temperature: float = 0.0,
         debug: bool = False,
         max_tool_rounds: int = 10,
+        max_errors: int = 10,
     ) -> None:
         self.domain = domain
         self.max_steps = max_steps
+        self.max_errors = max_errors
         self.max_tool_rounds = max_tool_rounds
         self.assistant_sampling_temperature = assistant_sampling_temperature
         self.assistant_window_size = assistant_window_size
@@ -134,14 +202,16 @@ class TaskRunner:
             system_message=prompt, tool_definitions=tool_schemas(tools), max_tokens=self.assistant_window_size
         )
         config = getattr(client, "function_invocation_configuration", None)
-        if isinstance(config, dict):  # a model that keeps calling tools must still end its turn
-            config["max_iterations"] = self.max_tool_rounds
+        if isinstance(config, dict):
+            config["max_iterations"] = self.max_tool_rounds  # a model that keeps calling tools must still end its turn
+            config["include_detailed_errors"] = True  # our tools are a trusted channel: the model should see why a call failed
         agent = Agent(
             client=client,
             instructions=prompt,
             tools=tools,
             default_options={"temperature": self.assistant_sampling_temperature},
             context_providers=[window],
+            middleware=[tau2_argument_errors(env)],
         )
         return agent, window
 
@@ -163,7 +233,7 @@ class TaskRunner:
         opening = [*initial_history(task), greeting]
         conversation, usage = list(opening), {}
         to_user, pending_for_assistant = opening, opening
-        steps, reason = 0, None
+        steps, errors, reason = 0, 0, None
         while reason is None:
             user_reply = await user.run(flip_messages(to_user), session=user_session)
             _add_usage(usage, user_reply)
@@ -179,7 +249,8 @@ class TaskRunner:
             conversation.extend(reply.messages)
             to_user = reply.messages
             steps += 1
-            reason = self._agent_stop(reply.messages) or self._out_of_steps(steps)
+            errors += tool_errors(reply.messages)
+            reason = self._too_many_errors(errors) or self._agent_stop(reply.messages) or self._out_of_steps(steps)
         if self.debug:
             log_messages(conversation)
         return Episode(
@@ -198,6 +269,10 @@ class TaskRunner:
     def _out_of_steps(self, steps: int) -> TerminationReason | None:
         return TerminationReason.MAX_STEPS if steps >= self.max_steps else None
 
+    def _too_many_errors(self, errors: int) -> TerminationReason | None:
+        """tau2's orchestrator rule: the run ends once ``max_errors`` tool results were errors."""
+        return TerminationReason.TOO_MANY_ERRORS if errors >= self.max_errors else None
+
     @staticmethod
     def _user_stop(messages: list[Message]) -> TerminationReason | None:
         text = " ".join(m.text for m in messages)
@@ -208,8 +283,17 @@ class TaskRunner:
         text = " ".join(m.text for m in messages if m.role == "assistant")
         return TerminationReason.AGENT_STOP if STOP in text else None
 
+    @cached_property
+    def tool_names(self) -> frozenset[str]:
+        """The names of the domain's assistant tools."""
+        return frozenset(tool.name for tool in self.domain.environment().get_tools())
+
     def evaluate(self, task: Task, simulation: SimulationRun) -> RewardInfo:
-        """Score with tau2's official evaluator (``ALL``: environment, actions, communication; no LLM judge)."""
+        """Score with tau2's official evaluator (``ALL``: environment, actions, communication; no LLM judge).
+
+        It replays the trajectory without the calls to unknown tools (``without_unknown_calls``).
+        """
+        replayed = simulation.model_copy(update={"messages": without_unknown_calls(simulation.messages, self.tool_names)})
         return evaluate_simulation(
-            simulation=simulation, task=task, evaluation_type=EvaluationType.ALL, solo_mode=False, domain=self.domain.name
+            simulation=replayed, task=task, evaluation_type=EvaluationType.ALL, solo_mode=False, domain=self.domain.name
         )

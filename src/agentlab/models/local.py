@@ -31,6 +31,7 @@ from agent_framework import (
 )
 from tau2.data_model.tasks import Task
 
+from agentlab.config import UserError
 from agentlab.eval.messages import role_of
 from agentlab.models.base import ModelFactory, Role
 from agentlab.models.toolcall import CALL_CLOSE, ParsedReply, parse_reply, render_call, tool_prompt
@@ -123,16 +124,21 @@ def _torch_device(device: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-class AdapterMismatchError(ValueError):
-    """A LoRA adapter that was not trained on this base model."""
+class AdapterMismatchError(UserError):
+    """A LoRA adapter that is not a peft folder or was not trained on this base model."""
+
+
+def check_adapter_folder(adapter: str) -> None:
+    """Refuse a path that is not a peft adapter folder before anything loads."""
+    if not (Path(adapter) / "adapter_config.json").is_file():
+        raise AdapterMismatchError(f"adapter={adapter!r} is not a peft adapter folder (no adapter_config.json); expected a training run's adapter/ folder")
 
 
 def _with_adapter(model: Any, base: str, adapter: str) -> Any:
     """``model`` with the peft adapter at ``adapter`` merged in (merged: generation runs at base-model speed)."""
     from peft import PeftModel
 
-    if not (Path(adapter) / "adapter_config.json").is_file():
-        raise AdapterMismatchError(f"adapter={adapter!r} is not a peft adapter folder (no adapter_config.json)")
+    check_adapter_folder(adapter)
     try:
         return PeftModel.from_pretrained(model, adapter).merge_and_unload()
     except (RuntimeError, ValueError, KeyError) as exc:
@@ -181,6 +187,8 @@ class LocalHFModel(ModelFactory):
         name: str | None = None,
         adapter: str | None = None,
     ) -> None:
+        if adapter:
+            check_adapter_folder(adapter)
         self.path = path
         self.gguf_file = gguf_file
         self.adapter = adapter

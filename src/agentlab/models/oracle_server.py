@@ -9,10 +9,11 @@ the same functions the in-process oracle uses, so both score the same.
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Protocol, Self
 
 from tau2.data_model.tasks import Task
 
@@ -59,50 +60,94 @@ class OracleBrain:
         return {"role": "assistant", "content": None, "tool_calls": [call]}
 
 
-def completion(model: str, message: dict[str, Any]) -> dict[str, Any]:
+def completion(model: str, message: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
     """An OpenAI chat completion body around ``message``."""
     return {
         "id": f"chatcmpl-{time.monotonic_ns()}",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
-        "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if message.get("tool_calls") else "stop"}],
+        "choices": [{"index": 0, "message": message, "finish_reason": finish_reason or ("tool_calls" if message.get("tool_calls") else "stop")}],
         "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
     }
 
 
-def make_handler(brain: OracleBrain, latency_s: float) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        disable_nagle_algorithm = True  # headers and body go out in two writes: Nagle would hold the body ~40 ms
-
-        def do_POST(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-            try:
-                reply = completion(body["model"], brain.answer(body["model"], body["messages"]))
-                status = 200
-            except LookupError as exc:
-                reply, status = {"error": {"message": str(exc), "type": "invalid_request_error"}}, 400
-            time.sleep(latency_s)
-            data = json.dumps(reply).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args: Any) -> None:
-            """Silent: a benchmark prints its own figures."""
-
-    return Handler
+def error_body(message: str, kind: str = "invalid_request_error") -> dict[str, Any]:
+    """An OpenAI error body."""
+    return {"error": {"message": message, "type": kind}}
 
 
-class OracleServer:
-    """``with OracleServer(tasks) as server: server.base_url`` - a loopback server on a free port."""
+class App(Protocol):
+    """What a ``LoopbackHTTPServer`` serves: one parsed chat-completion request at a time (from many threads)."""
 
-    def __init__(self, tasks: list[Task], latency_s: float = 0.0, host: str = "127.0.0.1", port: int = 0) -> None:
-        self.httpd = ThreadingHTTPServer((host, port), make_handler(OracleBrain(tasks), latency_s))
-        self.httpd.daemon_threads = True
+    def serve(self, handler: CompletionHandler, request: dict[str, Any]) -> None: ...
+
+
+class CompletionHandler(BaseHTTPRequestHandler):
+    """Parses ``POST /v1/chat/completions`` and hands it to the server's app, which answers through ``send``."""
+
+    protocol_version = "HTTP/1.1"  # keep-alive: a client reuses its pooled connections
+    disable_nagle_algorithm = True  # headers and body go out in two writes: Nagle would hold the body ~40 ms
+    server: LoopbackHTTPServer
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length", 0))
+        body = self.rfile.read(length)
+        if len(body) < length:  # the client hung up mid-request (its own timeout): nobody to answer
+            self.close_connection = True
+            return
+        self.server.app.serve(self, json.loads(body))
+
+    def send(self, status: int, data: bytes, headers: dict[str, str] | None = None, declared_length: int | None = None) -> None:
+        """Answer ``data``; ``declared_length`` announces another Content-Length (a truncated body, for faults)."""
+        self.send_response(status)
+        for key, value in {"Content-Type": "application/json", "Content-Length": str(declared_length or len(data)), **(headers or {})}.items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def send_json(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+        self.send(status, json.dumps(payload).encode(), headers)
+
+    def log_message(self, *args: Any) -> None:
+        """Silent: a benchmark prints its own figures."""
+
+
+class LoopbackHTTPServer(ThreadingHTTPServer):
+    """A thread per connection, counting the TCP connections open now and at most (a client's pool bound, checked)."""
+
+    daemon_threads = True
+    request_queue_size = 256  # a burst of `concurrency` connects at start must not overflow the listen backlog
+
+    def __init__(self, address: tuple[str, int], app: App) -> None:
+        super().__init__(address, CompletionHandler)
+        self.app = app
+        self.open_connections = self.peak_connections = 0
+        self._count_lock = threading.Lock()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._count_lock:
+            self.open_connections += 1
+            self.peak_connections = max(self.peak_connections, self.open_connections)
+        super().process_request(request, client_address)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Quiet when a client hung up (it retries); any other error is printed as usual."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        """Called once per connection, when its handler thread ends (or it was refused)."""
+        super().shutdown_request(request)
+        with self._count_lock:
+            self.open_connections -= 1
+
+
+class LoopbackServer:
+    """``with Server(...) as server: server.base_url`` - an app on a free loopback port, served from a thread."""
+
+    def __init__(self, app: App, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.httpd = LoopbackHTTPServer((host, port), app)
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     @property
@@ -110,10 +155,40 @@ class OracleServer:
         host, port = self.httpd.server_address[:2]
         return f"http://{host}:{port}/v1"
 
-    def __enter__(self) -> OracleServer:
+    @property
+    def peak_connections(self) -> int:
+        return self.httpd.peak_connections
+
+    @property
+    def open_connections(self) -> int:
+        return self.httpd.open_connections
+
+    def __enter__(self) -> Self:
         self.thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+class OracleApp:
+    """The oracle's answers after ``latency_s``; a request it cannot place gets HTTP 400."""
+
+    def __init__(self, tasks: list[Task], latency_s: float = 0.0) -> None:
+        self.brain, self.latency_s = OracleBrain(tasks), latency_s
+
+    def serve(self, handler: CompletionHandler, request: dict[str, Any]) -> None:
+        try:
+            reply, status = completion(request["model"], self.brain.answer(request["model"], request["messages"])), 200
+        except LookupError as exc:
+            reply, status = error_body(str(exc)), 400
+        time.sleep(self.latency_s)
+        handler.send_json(status, reply)
+
+
+class OracleServer(LoopbackServer):
+    """``with OracleServer(tasks) as server: server.base_url`` - the oracle on a free loopback port."""
+
+    def __init__(self, tasks: list[Task], latency_s: float = 0.0, host: str = "127.0.0.1", port: int = 0) -> None:
+        super().__init__(OracleApp(tasks, latency_s), host, port)

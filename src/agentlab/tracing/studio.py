@@ -64,6 +64,8 @@ class StudioError(ConfigError):
 def open_readonly(path: str | Path) -> sqlite3.Connection:
     """A read-only connection (``mode=ro``: never writes, never creates the file)."""
     path = Path(path)
+    if path.is_dir():
+        raise StudioError(f"{path}: is a directory; expected an AgentScope Studio database file (e.g. ~/AgentScope-Studio/database.sqlite)")
     if not path.is_file():
         raise StudioError(f"{path}: no such file; expected an AgentScope Studio database (Studio keeps it at ~/AgentScope-Studio/database.sqlite)")
     try:

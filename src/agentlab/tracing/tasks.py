@@ -19,11 +19,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from agentlab.config import UserError
 from agentlab.jsonl import append_rows, read_rows
 from agentlab.tracing.reader import TracePair
 
 
-class TaskFileError(ValueError):
+class TaskFileError(UserError):
     """A tasks file that cannot be read back; names the file and row."""
 
 

@@ -12,6 +12,8 @@ from typing import Any
 
 from agentlab.tracking.redact import redact
 
+METRICS_FILE = "metrics.json"  # every job's figures under these names, in its run dir
+
 
 def flatten(obj: Any, prefix: str = "", sep: str = "/") -> dict[str, Any]:
     """``{"a": {"b": 1}}`` -> ``{"a/b": 1}``; W&B charts and tables want flat keys. ``pass^k: {1: x}`` -> ``pass^1``."""

@@ -15,6 +15,13 @@ def secret_values() -> set[str]:
     return {v for k, v in os.environ.items() if SECRET_KEY.search(k) and len(v) >= 8}
 
 
+def scrub(text: str, secrets: set[str] | None = None) -> str:
+    """``text`` with every known secret value replaced by ``***`` (error messages, tracebacks, log lines)."""
+    for secret in secret_values() if secrets is None else secrets:
+        text = text.replace(secret, REDACTED)
+    return text
+
+
 def redact(obj: Any, secrets: set[str] | None = None) -> Any:
     """A copy of ``obj`` with secret-named keys and any known secret value replaced by ``***``."""
     secrets = secret_values() if secrets is None else secrets
@@ -22,7 +29,4 @@ def redact(obj: Any, secrets: set[str] | None = None) -> Any:
         return {k: REDACTED if SECRET_KEY.search(str(k)) and v not in (None, "") else redact(v, secrets) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [redact(v, secrets) for v in obj]
-    if isinstance(obj, str):
-        for secret in secrets:
-            obj = obj.replace(secret, REDACTED)
-    return obj
+    return scrub(obj, secrets) if isinstance(obj, str) else obj

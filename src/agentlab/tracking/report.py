@@ -33,7 +33,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-SUMMARY_FILE, RESULTS_FILE, METRICS_FILE = "summary.json", "results.jsonl", "metrics.json"
+from agentlab.tracking.loggers import METRICS_FILE
+
+SUMMARY_FILE, RESULTS_FILE = "summary.json", "results.jsonl"
 REPORT_FILE = "report.html"
 MISSING = "—"
 TEXT_COLUMNS = {"label", "kind", "experiment", "algo", "run dir", "note"}

@@ -21,13 +21,14 @@ from typing import Any
 
 import numpy as np
 
+from agentlab.config import UserError
 from agentlab.eval.results import write_atomic
 
 FORMAT = "agentlab.replay/1"
 Sample = dict[str, Any]
 
 
-class ReplayBufferError(ValueError):
+class ReplayBufferError(UserError):
     """A replay file that cannot be read back; the message names the file and line."""
 
 

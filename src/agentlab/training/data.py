@@ -36,6 +36,7 @@ from typing import Any
 
 from tau2.data_model.tasks import Task
 
+from agentlab.config import UserError
 from agentlab.eval.domains import Tau2Domain
 from agentlab.eval.harness import Evaluation
 from agentlab.eval.results import RESULTS_FILE, write_atomic
@@ -52,7 +53,7 @@ CALL_KEYS = frozenset(("id", "name", "arguments"))
 HELD_OUT_SPLIT = "test"
 
 
-class DialogError(ValueError):
+class DialogError(UserError):
     """A dialog that breaks the schema; the message says where and what."""
 
 
@@ -216,6 +217,8 @@ def parse_dialog(obj: Any) -> Dialog:
 
 def _json_rows(path: Path) -> Iterator[tuple[int, Any]]:
     """(1-based row number, decoded value) of each non-blank line; bad JSON names the file and row."""
+    if not path.is_file():
+        raise DialogError(f"{path}: no such file; expected a JSONL file, one JSON object per line")
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
@@ -347,7 +350,7 @@ def expert_dialogs(
     domain: str = "airline",
     split: str | None = "train",
     num_tasks: int | None = None,
-    task_ids: list[str] | None = None,
+    task_ids: list[str | int] | None = None,
     run_dir: str | Path | None = None,
     max_steps: int = 30,
 ) -> list[Dialog]:

@@ -19,7 +19,7 @@ class ExpertDialogs:
     domain: str = "airline"
     split: str | None = "train"
     num_tasks: int | None = None
-    task_ids: list[str] | None = None
+    task_ids: list[str | int] | None = None
     max_steps: int = 30
 
     def dialogs(self, work_dir: Path) -> list[Dialog]:

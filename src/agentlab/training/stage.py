@@ -4,9 +4,10 @@ The algorithm asks ``TrainingData`` for what it trains on (SFT: formatted sample
 GRPO: training tasks), so the stage never branches on which algorithm it runs. Everything lands in the
 Hydra run dir:
 
-    data/          the sources' own runs (the oracle's), samples.jsonl (the round's training list)
+    data/          the sources' own runs (the oracle's), samples.jsonl (the round's training list) and
+                   sample_counts.json (how it was drawn)
     rollouts/      the policy's and the expert's runs, scored.jsonl (preference training)
-    checkpoints/   trainer checkpoints (a killed run resumes from the last one)
+    checkpoints/   trainer checkpoints (a killed run resumes from the last complete one)
     adapter/       the trained LoRA adapter (peft format; start a later run from it with agent.adapter=...)
     train_result.json  written once the adapter is saved: a re-run evaluates it instead of training again
     eval_base/, eval_adapter/   harness runs on held-out tasks, each with metrics.json and metrics.md
@@ -16,7 +17,9 @@ Hydra run dir:
 
 Re-running into the same run dir (``hydra.run.dir=<it>``) resumes each step instead of repeating it: the
 round's samples are read back (so the replay buffer gets the round once), a finished training is not
-repeated (an unfinished one resumes from its last checkpoint) and the evaluations skip their finished pairs.
+repeated (an unfinished one resumes from its last complete checkpoint) and the evaluations skip their
+finished pairs. A run killed at any point (SIGKILL included) ends as an uninterrupted one would: same
+adapter, summary and records (tests/training/test_kill_resume.py, scripts/fault_train.py).
 
 Iterative training (``lineage``, a rounds file): a run with no ``agent.adapter`` continues the last recorded
 round's adapter and records its own once trained. A round whose data source has nothing new trains
@@ -42,7 +45,7 @@ from agentlab.eval.domains import Tau2Domain
 from agentlab.eval.harness import per_task_row, select_tasks
 from agentlab.eval.results import ResultStore, write_atomic
 from agentlab.models.local import LocalHFModel
-from agentlab.tracking.loggers import NullLogger, metrics_of
+from agentlab.tracking.loggers import METRICS_FILE, NullLogger, metrics_of
 from agentlab.training.continual import ReplayBuffer
 from agentlab.training.coreset import CoresetSelector
 from agentlab.training.data import Dialog, refuse_held_out
@@ -54,7 +57,7 @@ from agentlab.training.rollouts import RolloutSampler
 from agentlab.training.trainers.base import TrainResult
 
 SAMPLES_FILE, SCORED_FILE, SUMMARY_FILE, TRAIN_RESULT_FILE = "samples.jsonl", "scored.jsonl", "summary.json", "train_result.json"
-METRICS_FILE = "metrics.json"
+SAMPLE_COUNTS_FILE = "sample_counts.json"
 
 
 class NothingToTrain(Exception):
@@ -110,19 +113,38 @@ class TrainingData:
         """The round's training list: dialogs -> formatter -> task-type mix -> coreset -> replay.
 
         The list is written before the round enters the replay buffer, under the run dir as round id: a
-        re-run reads it back and the buffer gets the round exactly once, wherever a crash came.
+        re-run reads it back and the buffer gets the round exactly once, wherever a crash came. The
+        round's counts (dialogs, formatted, selected, replayed) are written just before the list and read
+        back with it, so a resumed run's summary has them as an uninterrupted run's has.
         """
-        path = self.run_dir / "data" / SAMPLES_FILE
-        if path.is_file():
+        path, counts = self.run_dir / "data" / SAMPLES_FILE, self.run_dir / "data" / SAMPLE_COUNTS_FILE
+        read_back = path.is_file()
+        if read_back:
             rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+            self.counts.update(json.loads(counts.read_text(encoding="utf-8")) if counts.is_file() else {})
             logger.info(f"training samples read back from {path} ({len(rows)})")
         else:
             rows = self._new_round()
+            path.parent.mkdir(parents=True, exist_ok=True)  # sources that read a file (dialogs_file) make no data/
+            write_atomic(counts, json.dumps(self.counts))
             write_atomic(path, "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in rows))
-        if self.stage.continual is not None:
-            self.stage.continual.add_round([s for s in rows if not s["replayed"]], round_id=str(self.run_dir.resolve()))
+        self._add_to_replay([s for s in rows if not s["replayed"]], read_back)
         self.counts["samples"] = len(rows)
         return rows
+
+    def _add_to_replay(self, new: list[Sample], read_back: bool) -> None:
+        """The round's new samples into the replay buffer, once (the run dir is the round id).
+
+        A round read back from a killed attempt that had not saved the buffer yet draws its replay again
+        first: that attempt's draw advanced the buffer's generator but was never saved, and without the same
+        draw here the reservoir would be updated with other random numbers than an uninterrupted run uses.
+        """
+        buffer, round_id = self.stage.continual, str(self.run_dir.resolve())
+        if buffer is None or round_id in buffer.rounds:
+            return
+        if read_back:
+            buffer.draw(len(new))
+        buffer.add_round(new, round_id=round_id)
 
     def _new_round(self) -> list[Sample]:
         stage = self.stage
@@ -180,7 +202,7 @@ class Training:
         compare_base: bool = True,
         train_split: str | None = "train",
         train_tasks: int | None = None,
-        train_task_ids: list[str] | None = None,
+        train_task_ids: list[str | int] | None = None,
         lineage: AdapterLineage | None = None,
         logger: NullLogger | None = None,
     ) -> None:

@@ -2,17 +2,27 @@
 
 An algorithm object holds the config's hyperparameters; ``train`` gets the data, the base model and the
 output dir from the stage. Checkpoints go to ``<output_dir>/checkpoints`` (a killed run resumes from the
-last one), the adapter to ``<output_dir>/adapter`` in peft format.
+last complete one), the adapter to ``<output_dir>/adapter`` in peft format.
+
+A resumed run ends as an uninterrupted one would: same adapter weights (the checkpoint holds the
+optimizer, scheduler and RNG states), same log history, and the same ``train/loss`` and ``train/tokens``
+(see ``whole_run_loss`` and ``carry_token_count`` for what the trainers themselves get wrong on resume).
 """
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loguru import logger
+
 from agentlab.training.hardware import load_base_model
+
+TRAINER_STATE = "trainer_state.json"
+WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin", "model.safetensors", "pytorch_model.bin")
 
 
 @dataclass
@@ -34,10 +44,76 @@ class TrainResult:
     log_history: list[dict[str, Any]] = field(default_factory=list)
 
 
-def last_checkpoint(checkpoints: Path) -> str | None:
-    """The newest ``checkpoint-N`` folder, to resume a killed run from."""
+def checkpoint_state(folder: Path) -> dict[str, Any] | None:
+    """The trainer state of a complete ``checkpoint-N`` folder; None for a torn one.
+
+    transformers writes a checkpoint in place, file by file (weights, optimizer, scheduler, RNG states,
+    then ``trainer_state.json`` last), so a process killed while saving leaves a folder that resuming
+    would crash on or, worse, load half of. Complete = a readable trainer state and the weights present
+    (the weights check also catches a folder half-deleted by checkpoint rotation).
+    """
+    try:
+        state = json.loads((folder / TRAINER_STATE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(state, dict) or "global_step" not in state or not any((folder / name).is_file() for name in WEIGHT_FILES):
+        return None
+    return state
+
+
+def newest_complete(checkpoints: Path) -> tuple[Path, dict[str, Any]] | None:
+    """(folder, trainer state) of the newest complete ``checkpoint-N`` under ``checkpoints``; torn ones are skipped."""
     found = sorted(checkpoints.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1])) if checkpoints.is_dir() else []
-    return str(found[-1]) if found else None
+    for folder in reversed(found):
+        state = checkpoint_state(folder)
+        if state is not None:
+            return folder, state
+    return None
+
+
+def last_checkpoint(checkpoints: Path) -> str | None:
+    """The newest complete ``checkpoint-N`` folder, to resume a killed run from (torn ones are skipped)."""
+    newest = newest_complete(checkpoints)
+    return str(newest[0]) if newest else None
+
+
+def whole_run_loss(history: list[dict[str, Any]], resumed_at: int, loss_since: float, global_step: int) -> float:
+    """The mean training loss per step over the whole run, resumed or not.
+
+    The trainer's ``training_loss`` averages only the steps this process ran (after a resume at the last
+    step: 0.0). The steps before ``resumed_at`` are taken from the log history the checkpoint restored
+    (each logged ``loss`` is the mean since the previous log; exact when the checkpoint's step was a logging
+    step, as with ``logging_steps: 1`` in every rl_algo config).
+    """
+    if global_step <= 0:
+        return loss_since
+    before, last = 0.0, 0
+    for entry in history:
+        if "loss" in entry and last < entry["step"] <= resumed_at:
+            before, last = before + entry["loss"] * (entry["step"] - last), entry["step"]
+    return (before + loss_since * (global_step - resumed_at)) / global_step
+
+
+def carry_token_count(trainer: Any, state: dict[str, Any]) -> None:
+    """Continue trl's trained-token counter from the checkpoint's last logged ``num_tokens``.
+
+    trl's SFT and DPO trainers count tokens in ``_total_train_tokens``, which is not in the checkpoint: a
+    resumed trainer would restart it at 0, so its logged ``num_tokens`` and ``train/tokens`` would cover
+    only the steps since the resume. (GRPO counts in the trainer state, which the checkpoint restores.)
+    """
+    if hasattr(trainer, "_total_train_tokens"):
+        trainer._total_train_tokens = int(max((h["num_tokens"] for h in state.get("log_history", []) if "num_tokens" in h), default=0))
+
+
+def resume_point(trainer: Any, checkpoints: Path) -> tuple[str | None, int]:
+    """(the checkpoint ``trainer`` resumes from, its step), or (None, 0) for a fresh start; logged, token count carried."""
+    newest = newest_complete(checkpoints)
+    if newest is None:
+        return None, 0
+    folder, state = newest
+    logger.info(f"training resumes from {folder} (step {state['global_step']})")
+    carry_token_count(trainer, state)
+    return str(folder), int(state["global_step"])
 
 
 class LoraAlgorithm:
@@ -100,8 +176,9 @@ class LoraAlgorithm:
             peft_config=peft_config,
             **(trainer_kwargs or {}),
         )
+        resume, resumed_at = resume_point(trainer, checkpoints)
         started = time.perf_counter()
-        output = trainer.train(resume_from_checkpoint=last_checkpoint(checkpoints))
+        output = trainer.train(resume_from_checkpoint=resume)
         seconds = time.perf_counter() - started
         adapter_dir = Path(output_dir) / "adapter"
         trainer.model.save_pretrained(adapter_dir)
@@ -110,7 +187,7 @@ class LoraAlgorithm:
         return TrainResult(
             adapter_dir=adapter_dir,
             metrics={
-                "train/loss": float(output.training_loss),
+                "train/loss": whole_run_loss(history, resumed_at, float(output.training_loss), int(output.global_step)),
                 "train/steps": float(output.global_step),
                 "train/runtime_s": seconds,
                 "train/tokens": tokens,

@@ -43,6 +43,7 @@ class DPOAlgorithm(LoraAlgorithm):
     """LoRA DPO; ``training_args`` are trl ``DPOConfig`` fields (``beta``, ``loss_type``, ... see conf/rl_algo/dpo.yaml)."""
 
     name = "dpo"
+    kwargs_dataclass = "trl.DPOConfig"  # what ``training_args`` are checked against before the run
 
     def train(self, model_path: str, pairs: list[dict[str, Any]], output_dir: Path, init_adapter: str | None = None) -> TrainResult:
         """Optimise ``model_path`` on ``pairs`` (text prompt, chosen and rejected completions)."""

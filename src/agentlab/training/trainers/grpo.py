@@ -438,6 +438,7 @@ class GRPOAlgorithm(LoraAlgorithm):
     """
 
     name = "grpo"
+    kwargs_dataclass = "trl.GRPOConfig"  # what ``training_args`` are checked against before the run
 
     def __init__(self, lora: dict[str, Any] | None = None, reward: AgentRewardModel | Mapping[str, Any] | None = None, **training_args: Any) -> None:
         super().__init__(lora=lora, **training_args)

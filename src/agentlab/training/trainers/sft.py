@@ -76,6 +76,7 @@ class SFTAlgorithm(LoraAlgorithm):
     """LoRA SFT; ``training_args`` are trl ``SFTConfig`` fields (see conf/rl_algo/sft.yaml)."""
 
     name = "sft"
+    kwargs_dataclass = "trl.SFTConfig"  # what ``training_args`` are checked against before the run
 
     def __init__(self, lora: dict[str, Any] | None = None, detach_prefix: bool = False, **training_args: Any) -> None:
         super().__init__(lora, **training_args)
