@@ -7,7 +7,7 @@ import json
 import pytest
 from tau2.data_model.simulation import Results
 
-from agentlab.eval.harness import Evaluation, TaskSelectionError, select_tasks
+from agentlab.eval.harness import Evaluation, TaskSelectionError, error_cause, select_tasks
 from agentlab.eval.results import RESULTS_FILE, TAU2_FILE
 from agentlab.eval.runner import TaskRunner
 from agentlab.models.base import ModelFactory
@@ -124,3 +124,19 @@ def test_tool_rounds_per_agent_turn_are_bounded(airline):
     client = OracleModel().client(task, "agent")
     TaskRunner(airline, max_tool_rounds=2).assistant_agent(client, task)
     assert client.function_invocation_configuration["max_iterations"] == 2
+
+
+def test_an_error_row_names_the_exception_it_came_from():
+    import httpx
+    import openai
+
+    request = httpx.Request("POST", "http://127.0.0.1/v1/chat/completions")
+    try:
+        try:
+            raise httpx.RemoteProtocolError("peer closed connection without sending complete message body")
+        except httpx.RemoteProtocolError as err:
+            raise openai.APIConnectionError(request=request) from err
+    except openai.APIConnectionError as exc:
+        cause = error_cause(exc)
+    assert cause == "APIConnectionError: Connection error. (from RemoteProtocolError: peer closed connection without sending complete message body)"
+    assert error_cause(RuntimeError("backend down")) == "RuntimeError: backend down"
