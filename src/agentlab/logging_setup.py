@@ -1,7 +1,7 @@
 """Quiet library logging: tau2 logs its registry on import and every tool call; agent-framework every function.
 
 Every log line, ours (loguru) or a library's (stdlib logging), has secret values scrubbed before it is
-written: an SDK at DEBUG may print request headers, a server may echo a key in an error.
+written, exception text included: a server may echo the API key in an error that a library then logs.
 """
 
 from __future__ import annotations
