@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -180,7 +181,7 @@ def _message(fields: dict[str, Any]) -> TraceMessage:
     if isinstance(content, str):
         blocks = [_text_block(content)]
     elif isinstance(content, list):
-        blocks = [_normalise_block(block) for block in content]
+        blocks = [_normalise_block(block, AGENTSCOPE_BLOCKS, "content blocks") for block in content]
     else:
         raise MsgParseError(f"expected Msg 'content' to be a str or a list of blocks, got {type(content).__name__}")
     return TraceMessage(
@@ -191,17 +192,15 @@ def _message(fields: dict[str, Any]) -> TraceMessage:
     )
 
 
-def _normalise_block(block: Any) -> dict[str, Any]:
+def _normalise_block(block: Any, kinds: BlockKinds, what: str) -> dict[str, Any]:
+    """One content block in agentscope's layout, from ``kinds`` (agentscope's own or GenAI's); unknown types kept as they are."""
     if not isinstance(block, dict):
-        raise MsgParseError(f"expected content blocks to be dicts, got {type(block).__name__}")
-    kind = block.get("type")
-    if kind == "text":
-        return _text_block(block.get("text"))
-    if kind == "tool_use":
-        return _tool_use(block.get("id"), block.get("name"), block.get("input"))
-    if kind == "tool_result":
-        return _tool_result(block.get("id"), block.get("name"), block.get("output"))
-    return block
+        raise MsgParseError(f"expected {what} to be dicts, got {type(block).__name__}")
+    known = kinds.get(block.get("type"))
+    if known is None:
+        return block
+    build, keys = known
+    return build(*(block.get(key) for key in keys))
 
 
 def _text_block(text: Any) -> dict[str, Any]:
@@ -221,6 +220,20 @@ def _tool_result(call_id: Any, name: Any, output: Any) -> dict[str, Any]:
         "name": None if name is None else str(name),
         "output": _render_output(output),
     }
+
+
+# block type -> (builder of the normalised block, the keys holding its arguments), per source layout
+BlockKinds = dict[str, tuple[Callable[..., dict[str, Any]], tuple[str, ...]]]
+AGENTSCOPE_BLOCKS: BlockKinds = {
+    "text": (_text_block, ("text",)),
+    "tool_use": (_tool_use, ("id", "name", "input")),
+    "tool_result": (_tool_result, ("id", "name", "output")),
+}
+GENAI_PARTS: BlockKinds = {
+    "text": (_text_block, ("content",)),
+    "tool_call": (_tool_use, ("id", "name", "arguments")),
+    "tool_call_response": (_tool_result, ("id", "name", "response")),
+}
 
 
 def _arguments(value: Any) -> dict[str, Any]:
@@ -279,22 +292,9 @@ def _genai_message(message: Any) -> TraceMessage:
         raise MsgParseError("expected a GenAI message {'role': str, 'parts': [...]}")
     return TraceMessage(
         role=message["role"],
-        blocks=[_genai_block(part) for part in message["parts"]],
+        blocks=[_normalise_block(part, GENAI_PARTS, "GenAI parts") for part in message["parts"]],
         name=_optional_str(message.get("name")),
     )
-
-
-def _genai_block(part: Any) -> dict[str, Any]:
-    if not isinstance(part, dict):
-        raise MsgParseError(f"expected GenAI parts to be dicts, got {type(part).__name__}")
-    kind = part.get("type")
-    if kind == "text":
-        return _text_block(part.get("content"))
-    if kind == "tool_call":
-        return _tool_use(part.get("id"), part.get("name"), part.get("arguments"))
-    if kind == "tool_call_response":
-        return _tool_result(part.get("id"), part.get("name"), part.get("response"))
-    return part
 
 
 def _genai_part(block: dict[str, Any]) -> dict[str, Any]:
