@@ -3,52 +3,32 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import ClassVar
 
 from agent_framework import Content, Message
 
 from agentlab.models.openai_compat import OpenAIModel
-
-REPLY = {
-    "id": "c1", "object": "chat.completion", "created": 0, "model": "m",
-    "choices": [{"index": 0, "message": {"role": "assistant", "content": "hello"}, "finish_reason": "stop"}],
-    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-}
+from agentlab.models.oracle_server import CompletionHandler, LoopbackServer, completion, error_body
 
 
-class RateLimited(BaseHTTPRequestHandler):
-    """429 with ``Retry-After: 1`` for the first ``limited`` requests, then a completion; records arrival times."""
+class RateLimited:
+    """A loopback app: 429 with ``Retry-After: 1`` for the first ``limited`` requests, then a completion; records arrival times."""
 
-    limited: ClassVar[int] = 2
-    arrivals: ClassVar[list[float]] = []
+    def __init__(self, limited: int) -> None:
+        self.limited, self.arrivals = limited, []
 
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers["Content-Length"]))
-        type(self).arrivals.append(time.monotonic())
+    def serve(self, handler: CompletionHandler, request: dict) -> None:
+        self.arrivals.append(time.monotonic())
         if len(self.arrivals) <= self.limited:
-            body, status, headers = b'{"error": {"message": "slow down"}}', 429, {"Retry-After": "1"}
+            handler.send_json(429, error_body("slow down"), {"Retry-After": "1"})
         else:
-            body, status, headers = json.dumps(REPLY).encode(), 200, {}
-        self.send_response(status)
-        for key, value in {"Content-Type": "application/json", "Content-Length": str(len(body)), **headers}.items():
-            self.send_header(key, value)
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        """Quiet."""
+            handler.send_json(200, completion("m", {"role": "assistant", "content": "hello"}))
 
 
 def test_http_429_is_retried_after_retry_after():
-    RateLimited.arrivals = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), RateLimited)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        model = OpenAIModel("m", base_url=f"http://127.0.0.1:{server.server_port}/v1", max_retries=3, timeout=10)
+    app = RateLimited(limited=2)
+    with LoopbackServer(app) as server:
+        model = OpenAIModel("m", base_url=server.base_url, max_retries=3, timeout=10)
 
         async def ask() -> str:
             client = model.client(None, "agent")
@@ -57,10 +37,8 @@ def test_http_429_is_retried_after_retry_after():
             return response.text
 
         assert asyncio.run(ask()) == "hello"
-    finally:
-        server.shutdown()
-    gaps = [b - a for a, b in zip(RateLimited.arrivals, RateLimited.arrivals[1:], strict=False)]
-    assert len(RateLimited.arrivals) == 3 and all(gap >= 0.9 for gap in gaps)  # waited Retry-After each time
+    gaps = [b - a for a, b in zip(app.arrivals, app.arrivals[1:], strict=False)]
+    assert len(app.arrivals) == 3 and all(gap >= 0.9 for gap in gaps)  # waited Retry-After each time
 
 
 def test_models_on_one_loop_and_endpoint_share_one_pool_closed_by_the_last():
