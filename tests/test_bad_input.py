@@ -118,10 +118,27 @@ def test_a_corrupt_results_file_is_refused_with_its_line_and_left_as_it_was(tmp_
     rows = [json.dumps({"task_id": "0", "trial": 0, "reward": 1.0}), '{"task_id": "1", "tri', json.dumps({"task_id": "2", "trial": 0})]
     (tmp_path / "results.jsonl").write_text("\n".join(rows) + "\n")
     before = (tmp_path / "results.jsonl").read_bytes()
-    result = _run_cli(*_airline_run(tmp_path))
+    result = _run_cli(*_airline_run(tmp_path, "resume=extend"))  # results of unrecorded settings: adopt them
     assert result.returncode == 2, result.stderr[-2000:]
     assert "results.jsonl: line 2 is not valid JSON" in result.stderr and "Traceback" not in result.stderr
     assert (tmp_path / "results.jsonl").read_bytes() == before  # nothing cut, nothing appended
+
+
+@pytest.mark.parametrize("content", ["[1, 2]\n", "{}\n", None])
+def test_a_results_file_of_no_result_rows_or_a_directory_is_refused_in_one_paragraph(tmp_path, content):
+    path = tmp_path / "results.jsonl"
+    path.mkdir() if content is None else path.write_text(content)
+    result = _run_cli(*_airline_run(tmp_path, "resume=extend"))
+    assert result.returncode == 2 and _one_paragraph(result.stderr.strip())
+    assert "results.jsonl" in result.stderr and ("is a directory" if content is None else "line 1 is not one result object") in result.stderr
+
+
+def test_a_run_dir_that_is_a_file_is_refused_in_one_paragraph(tmp_path):
+    (tmp_path / "taken").write_text("a file, not a folder")
+    for run_dir in (tmp_path / "taken", tmp_path / "taken" / "sub"):
+        result = _run_cli(*_airline_run(run_dir))
+        assert result.returncode == 2 and _one_paragraph(result.stderr.strip())
+        assert "hydra.run.dir" in result.stderr and str(tmp_path / "taken") in result.stderr
 
 
 def _foreign_sqlite(path: Path) -> Path:

@@ -70,6 +70,7 @@ RULES = [
     Rule("patch_env", lambda v: isinstance(v, bool), "true or false"),
     Rule("debug", lambda v: isinstance(v, bool), "true or false"),
     Rule("progress", lambda v: isinstance(v, bool), "true or false"),
+    Rule("resume", lambda v: v in ("auto", "extend", "new"), "auto (resume the same settings), extend (add task or trial pairs) or new (set earlier results aside)"),
     Rule("hardware.quantization", _optional(lambda v: v in ("none", "4bit", "8bit")), "null, none, 4bit or 8bit (bitsandbytes)"),
     Rule("hardware.base_model", lambda v: isinstance(v, str) and bool(v), "a model option name, e.g. smollm2", required=False),
     Rule("hardware.lora_r", _int_at_least(1), "an integer >= 1", required=False),

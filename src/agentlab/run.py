@@ -1,6 +1,7 @@
 """The Hydra entry point: ``python -m agentlab.run +experiment=<name> [overrides]``.
 
-Compose -> check -> instantiate the stage (``stage`` config group) -> run it into the Hydra run dir.
+Compose -> check -> claim the run dir (``agentlab.rundir``: a re-run with other settings is refused) ->
+instantiate the stage (``stage`` config group) -> run it into the Hydra run dir.
 The stage object decides what to do; this file never branches on option names. A user mistake (a wrong
 option, key or type, a bad data file or database) ends the run with one paragraph on stderr and exit
 code 2; ``HYDRA_FULL_ERROR=1`` shows the traceback instead. Heavy imports (tau2, torch) wait until a
@@ -11,8 +12,10 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import re
 import sys
+import traceback
 from pathlib import Path
 
 import hydra
@@ -20,13 +23,14 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, InstantiationException
 from hydra.types import RunMode
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 import agentlab  # noqa: F401 - sets the offline environment before tau2, tiktoken or wandb are used
 from agentlab.config import ConfigError, UserError, check_config
 from agentlab.logging_setup import configure_logging
+from agentlab.rundir import RunRecord
 from agentlab.tracking.loggers import METRICS_FILE
 
 FULL_ERROR = "HYDRA_FULL_ERROR"
@@ -84,8 +88,9 @@ def run(cfg: DictConfig) -> float | None:
     """Check ``cfg``, build its stage and run it; returns its ``optimized_metric``."""
     check_config(cfg)
     configure_logging("INFO" if cfg.debug else "WARNING")  # debug=true shows the colored conversation log
-    stage = instantiate(cfg.stage)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    RunRecord(run_dir).claim(cfg, cfg.resume, extend_keys=getattr(get_class(cfg.stage._target_), "extend_keys", ()))
+    stage = instantiate(cfg.stage)
     config = OmegaConf.to_container(cfg, resolve=True)
     stage(run_dir=run_dir, config=config, name=run_name(), group=cfg.experiment_name)
     return objective(run_dir, cfg.get("optimized_metric"))
@@ -117,8 +122,22 @@ def one_paragraph(text: str) -> str:
     return " ".join(s if s.endswith((".", ":", "?", "!")) else f"{s}." for s in sentences)
 
 
+def _run_dir_error(exc: BaseException) -> str | None:
+    """Hydra could not make the run dir (a file stands in the way, no permission): which path and why."""
+    if not isinstance(exc, OSError):
+        return None
+    frames = [frame.f_code for frame, _ in traceback.walk_tb(exc.__traceback__)]
+    own = [code for code in frames if code.co_filename not in (pathlib.__file__, os.__file__)]
+    if not own or own[-1].co_name != "run_job" or "hydra" not in own[-1].co_filename:
+        return None
+    return f"config error: hydra.run.dir (or hydra.sweep.dir) cannot be made a run dir: {exc.strerror}: {exc.filename}; choose another folder"
+
+
 def user_error(exc: BaseException) -> str | None:
     """The one-paragraph report of a user mistake, or None for a bug (which keeps its traceback)."""
+    run_dir = _run_dir_error(exc)
+    if run_dir is not None:
+        return run_dir
     chain = _chain(exc)
     for error in chain:
         if isinstance(error, UserError):

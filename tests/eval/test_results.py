@@ -34,6 +34,29 @@ def test_torn_last_line_is_cut_and_the_rest_kept(tmp_path):
     assert [json.loads(line)["task_id"] for line in path.read_text().splitlines()] == ["0", "1"]
 
 
+def test_a_whole_last_row_without_its_newline_is_kept(tmp_path):
+    path = tmp_path / RESULTS_FILE
+    path.write_text(json.dumps(_row("0", 0)) + "\n" + json.dumps(_row("1", 0)))  # saved by an editor: no final newline
+    reopened = ResultStore(tmp_path)
+    assert reopened.finished() == {("0", 0), ("1", 0)}
+    reopened.append(_row("2", 0))
+    assert [json.loads(line)["task_id"] for line in path.read_text().splitlines()] == ["0", "1", "2"]
+
+
+@pytest.mark.parametrize(("line", "problem"), [("{}", "it lacks task_id, trial, reward"), ("[1, 2]", "a JSON list, not an object"),
+                                               ('{"task_id": "1", "trial": -1, "reward": 1}', "trial=-1 is not a trial number")])
+def test_a_row_that_is_no_result_is_named(tmp_path, line, problem):
+    (tmp_path / RESULTS_FILE).write_text(json.dumps(_row("0", 0)) + "\n" + line + "\n")
+    with pytest.raises(ResultsFileError, match=f"line 2 is not one result object: {problem}"):
+        ResultStore(tmp_path)
+
+
+def test_a_results_path_that_is_a_directory_is_named(tmp_path):
+    (tmp_path / RESULTS_FILE).mkdir()
+    with pytest.raises(ResultsFileError, match="results.jsonl is a directory; expected a JSONL file"):
+        ResultStore(tmp_path)
+
+
 def test_corrupt_middle_line_names_the_line(tmp_path):
     path = tmp_path / RESULTS_FILE
     path.write_text(json.dumps(_row("0", 0)) + "\nnot json\n" + json.dumps(_row("1", 0)) + "\n")

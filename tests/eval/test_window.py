@@ -39,7 +39,7 @@ def test_tool_definitions_and_system_prompt_are_counted():
 
 
 def test_window_too_small_for_fixed_part_is_an_error():
-    with pytest.raises(ValueError, match="max_tokens=10 is too small"):
+    with pytest.raises(ValueError, match="a 10-token window is too small"):
         SlidingWindowHistoryProvider(max_tokens=10, system_message="x " * 50)
 
 

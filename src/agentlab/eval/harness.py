@@ -17,6 +17,7 @@ from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from loguru import logger
 from rich.console import Console
 from rich.table import Table
 from tau2.data_model.simulation import RewardInfo, SimulationRun
@@ -25,7 +26,7 @@ from tqdm import tqdm
 
 from agentlab.config import ConfigError, UserError
 from agentlab.eval.metrics import summarize
-from agentlab.eval.results import RESULTS_FILE, ResultStore, write_atomic, write_tau2_results
+from agentlab.eval.results import REDONE_FILE, RESULTS_FILE, PairKey, ResultStore, pair_key, write_atomic, write_tau2_results
 from agentlab.eval.runner import TaskRunner
 from agentlab.eval.tools import patch_env_set_state
 from agentlab.models.base import ChatModel
@@ -40,14 +41,24 @@ class TaskSelectionError(ConfigError):
 
 
 def select_tasks(tasks: list[Task], task_ids: list[str | int] | None, num_tasks: int | None) -> list[Task]:
-    """``task_ids`` if given (in that order), else the first ``num_tasks`` tasks (all when None)."""
-    if task_ids:
-        by_id = {t.id: t for t in tasks}
-        unknown = [str(i) for i in task_ids if str(i) not in by_id]
-        if unknown:
-            raise TaskSelectionError(f"task_ids {unknown} are not in the selected split; it has ids {sorted(by_id)[:20]}...")
-        tasks = [by_id[str(i)] for i in task_ids]
-    return tasks[:num_tasks] if num_tasks else tasks
+    """``task_ids`` if given (in that order, each once; ``num_tasks`` is then ignored), else the first ``num_tasks``.
+
+    Ids compare as the domain's ids (strings), so ``[2, "2"]`` names one task; a repeated id is dropped with
+    a warning, since a pair must run and count once.
+    """
+    if not task_ids:
+        return tasks[:num_tasks] if num_tasks else tasks
+    by_id = {t.id: t for t in tasks}
+    unknown = [str(i) for i in task_ids if str(i) not in by_id]
+    if unknown:
+        raise TaskSelectionError(f"task_ids {unknown} are not in the selected split; it has ids {sorted(by_id)[:20]}...")
+    ids = list(dict.fromkeys(str(i) for i in task_ids))
+    if len(ids) < len(task_ids):
+        repeated = sorted({str(i) for i in task_ids if [str(j) for j in task_ids].count(str(i)) > 1})
+        logger.warning(f"task_ids lists {repeated} more than once; each task runs once per trial")
+    if num_tasks and num_tasks < len(ids):
+        logger.info(f"task_ids names {len(ids)} tasks: num_tasks={num_tasks} does not apply")
+    return [by_id[i] for i in ids]
 
 
 def error_cause(exc: BaseException) -> str:
@@ -74,6 +85,7 @@ class Evaluation:
     """``stage=eval``: evaluate ``agent`` against the ``user`` simulator on a tau2 domain."""
 
     job_type = "eval"
+    extend_keys = ("task_split", "num_tasks", "task_ids", "num_trials")  # settings that only add pairs (resume=extend)
 
     def __init__(
         self,
@@ -107,8 +119,13 @@ class Evaluation:
             patch_env_set_state()
         tasks = self.tasks()
         store = ResultStore(run_dir)
+        redone = store.redo_unattempted()
+        if redone:
+            causes = sorted({row["error"].split(":", 1)[0] for row in redone})
+            logger.warning(f"{len(redone)} error row(s) whose model was never reached ({', '.join(causes)}) run again; the old rows are in {REDONE_FILE}")
         done = store.finished()
         todo = [(t, trial) for trial in range(self.num_trials) for t in tasks if (t.id, trial) not in done]
+        self.preflight(todo)
         self.logger.start(config, run_dir, name=name, group=group, job_type=self.job_type)
         asyncio.run(self._run_pairs(todo, store, already=len(done), total=len(tasks) * self.num_trials))
         rows = self.selected_rows(store.rows, tasks)
@@ -116,10 +133,34 @@ class Evaluation:
         self._record(run_dir, rows, tasks, summary)
         return summary
 
+    def preflight(self, todo: list[tuple[Task, int]]) -> None:
+        """Before the first pair: the window holds the prompt and tools, and both models are reached once.
+
+        A set-up mistake (a wrong path, URL or key, a window too small) would fail every pair alike; it ends the
+        run here with the user's own key named, and no error row is written.
+        """
+        if not todo:
+            return
+        self.runner.check_window(todo[0][0])
+
+        async def reach() -> None:
+            try:
+                await asyncio.gather(self.agent.preflight("agent"), self.user.preflight("user"))
+            finally:
+                await asyncio.gather(self.agent.aclose(), self.user.aclose())
+
+        asyncio.run(reach())
+
     def selected_rows(self, rows: list[dict[str, Any]], tasks: list[Task]) -> list[dict[str, Any]]:
-        """The rows of this evaluation's (task, trial) pairs (a run dir may hold others from earlier runs)."""
+        """The rows of this evaluation's (task, trial) pairs, the first of each pair once (a run dir extended
+        with ``resume=extend`` may hold pairs of an earlier selection)."""
         wanted = {(t.id, trial) for t in tasks for trial in range(self.num_trials)}
-        return [row for row in rows if (row["task_id"], row["trial"]) in wanted]
+        selected: dict[PairKey, dict[str, Any]] = {}
+        for row in rows:
+            key = pair_key(row)
+            if key in wanted and key not in selected:
+                selected[key] = row
+        return list(selected.values())
 
     async def _run_pairs(self, todo: list[tuple[Task, int]], store: ResultStore, already: int, total: int) -> None:
         semaphore = asyncio.Semaphore(self.concurrency)

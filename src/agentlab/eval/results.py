@@ -8,7 +8,6 @@ from the rows, so tau2's own viewer can read any run, finished or not.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterable
 from pathlib import Path
@@ -19,12 +18,18 @@ from tau2.data_model.tasks import Task
 from tau2.environment.environment import EnvironmentInfo
 
 from agentlab.config import UserError
-from agentlab.jsonl import append_rows, read_rows
+from agentlab.jsonl import append_rows, json_line, read_rows, write_atomic
 
 RESULTS_FILE = "results.jsonl"
 TAU2_FILE = "tau2_results.json"
 
+REDONE_FILE = "results.redone.jsonl"
+
 PairKey = tuple[str, int]
+# the OpenAI SDK's errors (after its retries) that mean the endpoint, key or model name was wrong or unreachable
+UNATTEMPTED_ERRORS = frozenset(
+    {"APIConnectionError", "APITimeoutError", "AuthenticationError", "PermissionDeniedError", "NotFoundError", "RateLimitError", "InternalServerError"}
+)
 
 
 class ResultsFileError(UserError):
@@ -32,7 +37,32 @@ class ResultsFileError(UserError):
 
 
 def pair_key(row: dict[str, Any]) -> PairKey:
+    """A row's (task id, trial); ids compare as the domain's string ids whatever type the row holds."""
     return str(row["task_id"]), int(row["trial"])
+
+
+def unattempted(row: dict[str, Any]) -> bool:
+    """An error row whose model was never reached or answered (refused connection, bad key, no such model, ...).
+
+    Such a pair says nothing about the agent: a later run with the cause fixed should play it. An error
+    raised while the conversation was played or scored is a real attempt's failure and stays finished.
+    """
+    error = row.get("error")
+    return isinstance(error, str) and error.split(":", 1)[0] in UNATTEMPTED_ERRORS
+
+
+def row_problem(row: Any) -> str | None:
+    """What keeps ``row`` from being a result row (an object with a task id and a trial number), or None."""
+    if not isinstance(row, dict):
+        return f"a JSON {type(row).__name__}, not an object"
+    missing = [key for key in ("task_id", "trial", "reward") if key not in row]
+    if missing:
+        return f"it lacks {', '.join(missing)}"
+    if not isinstance(row["task_id"], (str, int)) or isinstance(row["task_id"], bool):
+        return f"task_id={row['task_id']!r} is not a task id"
+    if not isinstance(row["trial"], int) or isinstance(row["trial"], bool) or row["trial"] < 0:
+        return f"trial={row['trial']!r} is not a trial number (an integer >= 0)"
+    return None
 
 
 class ResultStore:
@@ -46,7 +76,22 @@ class ResultStore:
 
     def _load(self) -> list[dict[str, Any]]:
         """Read finished rows; cut a torn last line (bytes after the last newline); refuse a corrupt row."""
-        return read_rows(self.path, "one result object", ResultsFileError)
+        return read_rows(self.path, "one result object", ResultsFileError, check=row_problem)
+
+    def redo_unattempted(self) -> list[dict[str, Any]]:
+        """Take out the error rows whose pair never reached a model (``unattempted``), so a resume runs them again.
+
+        They move to ``results.redone.jsonl`` (appended and fsynced first), then ``results.jsonl`` is rewritten
+        without them, so a kill in between loses nothing and never leaves a pair both finished and redone.
+        """
+        redo = [row for row in self.rows if unattempted(row)]
+        if not redo:
+            return []
+        append_rows(self.path.with_name(REDONE_FILE), redo)
+        with self._lock:
+            self.rows = [row for row in self.rows if not unattempted(row)]
+            write_atomic(self.path, "".join(json_line(row) for row in self.rows))
+        return redo
 
     def finished(self) -> set[PairKey]:
         return {pair_key(row) for row in self.rows}
@@ -56,13 +101,6 @@ class ResultStore:
         with self._lock:
             append_rows(self.path, [row])
             self.rows.append(row)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` so a reader never sees a half-written file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def simulation_of(row: dict[str, Any]) -> SimulationRun:

@@ -28,6 +28,7 @@ from agent_framework import (
     Content,
     FunctionInvocationContext,
     FunctionMiddleware,
+    FunctionTool,
     Message,
     SupportsChatGetResponse,
     function_middleware,
@@ -41,6 +42,7 @@ from tau2.evaluator.evaluator import EvaluationType, evaluate_simulation
 from tau2.user.base import OUT_OF_SCOPE, STOP, TRANSFER
 from tau2.user.user_simulator import get_global_user_sim_guidelines
 
+from agentlab.config import ConfigError
 from agentlab.eval.domains import Tau2Domain
 from agentlab.eval.messages import (
     ERROR_PREFIX,
@@ -181,7 +183,7 @@ class TaskRunner:
         assistant_window_size: int = 32768,
         user_sampling_temperature: float = 0.0,
         debug: bool = False,
-        max_tool_rounds: int = 10,
+        max_tool_rounds: int = 30,
         max_errors: int = 10,
     ) -> None:
         self.domain = domain
@@ -193,14 +195,26 @@ class TaskRunner:
         self.user_sampling_temperature = user_sampling_temperature
         self.debug = debug
 
+    def _window(self, prompt: str, tools: list[FunctionTool]) -> SlidingWindowHistoryProvider:
+        try:
+            return SlidingWindowHistoryProvider(system_message=prompt, tool_definitions=tool_schemas(tools), max_tokens=self.assistant_window_size)
+        except ValueError as exc:
+            raise ConfigError(
+                f"window_tokens={self.assistant_window_size} (runner.assistant_window_size) cannot hold the {self.domain.name} "
+                f"agent's system prompt and tool definitions ({exc}); raise window_tokens"
+            ) from exc
+
+    def check_window(self, task: Task) -> None:
+        """Fail before any pair runs when the window cannot even hold the system prompt and tools."""
+        env = self.domain.environment(task)
+        self._window(assistant_system_prompt(env.get_policy()), [convert_tau2_tool_to_function_tool(t, env) for t in env.get_tools()])
+
     def assistant_agent(self, client: SupportsChatGetResponse, task: Task) -> tuple[Agent, SlidingWindowHistoryProvider]:
         """The assistant: domain tools (acting on a fresh task environment) and a token-bounded window."""
         env = self.domain.environment(task)
         tools = [convert_tau2_tool_to_function_tool(t, env) for t in env.get_tools()]
         prompt = assistant_system_prompt(env.get_policy())
-        window = SlidingWindowHistoryProvider(
-            system_message=prompt, tool_definitions=tool_schemas(tools), max_tokens=self.assistant_window_size
-        )
+        window = self._window(prompt, tools)
         config = getattr(client, "function_invocation_configuration", None)
         if isinstance(config, dict):
             config["max_iterations"] = self.max_tool_rounds  # a model that keeps calling tools must still end its turn

@@ -80,7 +80,7 @@ class SlidingWindowHistoryProvider(InMemoryHistoryProvider):
         self.truncated = 0
         if self.fixed_tokens >= max_tokens:
             raise ValueError(
-                f"window.max_tokens={max_tokens} is too small: the system prompt and tool definitions alone "
+                f"a {max_tokens}-token window is too small: the system prompt and tool definitions alone "
                 f"take {self.fixed_tokens} tokens"
             )
 

@@ -31,7 +31,7 @@ from agent_framework import (
 )
 from tau2.data_model.tasks import Task
 
-from agentlab.config import UserError
+from agentlab.config import ConfigError, UserError
 from agentlab.eval.messages import role_of
 from agentlab.models.base import ModelFactory, Role
 from agentlab.models.toolcall import CALL_CLOSE, ParsedReply, parse_reply, render_call, tool_prompt
@@ -230,6 +230,19 @@ class LocalHFModel(ModelFactory):
 
     def client(self, task: Task, role: Role) -> LocalChatClient:
         return LocalChatClient(self)
+
+    async def preflight(self, key: str) -> None:
+        """Load the weights now (they are kept for the run): a folder that is not a model fails before any pair."""
+        path = self.model_path()
+        target = Path(path) / self.gguf_file if self.gguf_file else Path(path)
+        if not target.exists():
+            raise ConfigError(f"{key}.path={path!r}{f' ({key}.gguf_file={self.gguf_file!r})' if self.gguf_file else ''}: no such file or folder; expected a local model folder")
+        try:
+            await asyncio.to_thread(self.load)
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            if isinstance(exc, UserError):
+                raise
+            raise ConfigError(f"{key}.path={path!r} is not a model transformers can load ({type(exc).__name__}: {exc}); expected a folder with config.json and weights, or gguf_file naming a GGUF file in it") from exc
 
     def generate(
         self, prompt_ids: list[int], max_new_tokens: int, temperature: float, top_p: float | None

@@ -24,9 +24,19 @@ import httpx
 from agent_framework import ChatResponse, Message, SupportsChatGetResponse
 from agent_framework.exceptions import ChatClientException
 from agent_framework.openai import OpenAIChatCompletionClient
-from openai import AsyncOpenAI, OpenAIError
+from loguru import logger
+from openai import (
+    APIConnectionError,
+    APIStatusError,
+    AsyncOpenAI,
+    AuthenticationError,
+    NotFoundError,
+    OpenAIError,
+    PermissionDeniedError,
+)
 from tau2.data_model.tasks import Task
 
+from agentlab.config import ConfigError
 from agentlab.models.base import ModelFactory, Role
 
 NO_KEY = "EMPTY"  # local servers (vLLM, SGLang) accept any key; the OpenAI SDK refuses an empty one
@@ -81,6 +91,12 @@ class SDKErrorsChatClient(OpenAIChatCompletionClient):
     def _inner_get_response(self, *, messages: Sequence[Message], options: Mapping[str, Any], stream: bool = False, **kwargs: Any) -> Any:
         response = super()._inner_get_response(messages=messages, options=options, stream=stream, **kwargs)
         return response if stream else _unwrapped(response)
+
+
+def _cause(exc: Exception) -> str:
+    """The error's text, with what it came from (``Connection error.`` says little alone)."""
+    cause = exc.__cause__ or exc.__context__
+    return f"{exc}: {cause}" if cause is not None and str(cause) and str(cause) not in str(exc) else str(exc)
 
 
 async def _unwrapped(response: Awaitable[ChatResponse]) -> ChatResponse:
@@ -181,6 +197,28 @@ class OpenAIModel(ModelFactory):
 
     def client(self, task: Task, role: Role) -> SupportsChatGetResponse:
         return SDKErrorsChatClient(model=self.model, async_client=self._sdk_client())
+
+    async def preflight(self, key: str) -> None:
+        """The key is set and the endpoint answers ``GET /models`` with it (no tokens spent); else one paragraph."""
+        if not os.environ.get(self.api_key_env) and self.base_url is None:
+            raise ConfigError(
+                f"{key}.api_key_env: the environment variable {self.api_key_env} is not set; export the key for "
+                f"{key}.model={self.model!r} there (keys are read from the environment only), or set {key}.base_url for a local server"
+            )
+        url = self.base_url or "https://api.openai.com/v1"
+        try:
+            served = [model.id async for model in self._sdk_client().models.list()]
+        except APIConnectionError as exc:
+            raise ConfigError(f"{key}.base_url={url!r} cannot be reached ({_cause(exc)}); is the server running at that address?") from exc
+        except (AuthenticationError, PermissionDeniedError) as exc:
+            raise ConfigError(f"{key}: {url} refused the key in {key}.api_key_env={self.api_key_env} ({_cause(exc)})") from exc
+        except NotFoundError as exc:
+            hint = f"; OpenAI-compatible servers serve under /v1 (e.g. {key}.base_url={url.rstrip('/')}/v1)" if not url.rstrip("/").endswith("/v1") else ""
+            raise ConfigError(f"{key}.base_url={url!r} has no OpenAI API (GET /models: 404){hint}") from exc
+        except APIStatusError as exc:
+            raise ConfigError(f"{key}.base_url={url!r} answered GET /models with an error after {self.max_retries} retries ({_cause(exc)})") from exc
+        if served and self.model not in served:
+            logger.warning(f"{key}.model={self.model!r} is not among the models {url} lists ({', '.join(served[:10])})")
 
     async def aclose(self) -> None:
         if self._sdk is None:

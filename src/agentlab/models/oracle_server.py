@@ -1,7 +1,7 @@
 """The oracle behind a loopback OpenAI-compatible server, for benchmarks and fault tests of HTTP clients.
 
 ``POST /v1/chat/completions`` with model ``oracle-agent`` plays the gold agent, ``oracle-user`` the
-scripted user. The server is stateless: the task is found from the conversation (the user's ``[task id]``
+scripted user (``GET /v1/models`` answers an empty list, as a server that serves any name). The server is stateless: the task is found from the conversation (the user's ``[task id]``
 marker, or the scenario in the user simulator's system prompt) and the move from what has been said, with
 the same functions the in-process oracle uses, so both score the same.
 """
@@ -20,6 +20,7 @@ from tau2.data_model.tasks import Task
 from agentlab.models.oracle import TASK_MARKER, is_own_call, next_agent_move, next_user_move
 
 AGENT_MODEL, USER_MODEL = "oracle-agent", "oracle-user"
+COMPLETIONS_URL, MODELS_URL = "/v1/chat/completions", "/v1/models"
 
 
 def _text(content: Any) -> str:
@@ -96,7 +97,17 @@ class CompletionHandler(BaseHTTPRequestHandler):
         if len(body) < length:  # the client hung up mid-request (its own timeout): nobody to answer
             self.close_connection = True
             return
+        if self.path != COMPLETIONS_URL:  # as a real server: nothing is served outside /v1
+            self.send_json(404, error_body(f"no route {self.path}", "not_found"))
+            return
         self.server.app.serve(self, json.loads(body))
+
+    def do_GET(self) -> None:
+        """``GET /v1/models``, what clients call to check an endpoint: any model name is served."""
+        if self.path != MODELS_URL:
+            self.send_json(404, error_body(f"no route {self.path}", "not_found"))
+            return
+        self.send_json(200, {"object": "list", "data": []})
 
     def send(self, status: int, data: bytes, headers: dict[str, str] | None = None, declared_length: int | None = None) -> None:
         """Answer ``data``; ``declared_length`` announces another Content-Length (a truncated body, for faults)."""

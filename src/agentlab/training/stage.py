@@ -42,7 +42,7 @@ from tau2.data_model.tasks import Task
 
 from agentlab.config import ConfigError
 from agentlab.eval.domains import Tau2Domain
-from agentlab.eval.harness import per_task_row, select_tasks
+from agentlab.eval.harness import Evaluation, per_task_row, select_tasks
 from agentlab.eval.results import ResultStore, write_atomic
 from agentlab.models.local import LocalHFModel
 from agentlab.tracking.loggers import METRICS_FILE, NullLogger, metrics_of
@@ -186,6 +186,7 @@ class Training:
     """``stage=train``: train ``model`` (its ``adapter``, if set, is the starting point) with ``algo``, then evaluate."""
 
     job_type = "train"
+    extend_keys = tuple(f"evaluator.evaluation.{key}" for key in Evaluation.extend_keys)  # more held-out pairs (resume=extend)
 
     def __init__(
         self,
