@@ -57,6 +57,9 @@ class OracleAgent(LocalHFModel):
     def client(self, task, role):
         return OracleModel().client(task, role)
 
+    async def preflight(self, key):
+        """No weights to load."""
+
 
 class OneStepAlgo:
     """Stands in for trl: the stage's own summary, tables and W&B records are real."""
