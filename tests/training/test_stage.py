@@ -50,7 +50,7 @@ def _replay_seen(path: Path) -> int:
 
 
 def test_sft_stage_trains_evaluates_and_resumes_without_repeating(compose_cfg, tiny_agent, tmp_path):
-    cfg = compose_cfg("+experiment=sft_airline", *_small(tiny_agent, tmp_path), "train_data.num_tasks=3")
+    cfg = compose_cfg("+experiment=sft_airline", *_small(tiny_agent, tmp_path), "stage.train_tasks=3")
     run_dir = tmp_path / "run"
     summary = _run(cfg, run_dir)
 
