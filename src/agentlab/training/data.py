@@ -300,19 +300,29 @@ def _row_dialog(row: dict[str, Any], path: str | Path, prompts: dict[str, tuple[
     return parse_dialog(obj)
 
 
-def dialogs_from_rows(rows: Iterable[tuple[int, Any]], source: str | Path, min_reward: float | None = 1.0) -> list[Dialog]:
+def dialogs_from_rows(
+    rows: Iterable[tuple[int, Any]], source: str | Path, min_reward: float | None = 1.0, counts: dict[str, int] | None = None
+) -> list[Dialog]:
     """The dialogs of numbered result rows whose reward is at least ``min_reward`` (None: every finished row).
 
     Error rows (no conversation) are skipped. System prompt and tools are the domain's, as the harness
     showed them to the agent, so a model trained on these sees at training what it sees at evaluation.
+    ``counts``, if given, gets ``result_rows``, ``error_rows`` and ``below_min_reward``: why rows gave no dialog.
     """
     prompts: dict[str, tuple[str, list[dict[str, Any]]]] = {}
     dialogs = []
+    tally = counts if counts is not None else {}
+    tally.update(result_rows=0, error_rows=0, below_min_reward=0)
     for number, row in rows:
         if not isinstance(row, dict):
             raise DialogError(f"{source}: row {number}: not a usable result row: expected a JSON object")
+        tally["result_rows"] += 1
         try:
-            if row.get("error") or (min_reward is not None and float(row["reward"]) < min_reward):
+            if row.get("error"):
+                tally["error_rows"] += 1
+                continue
+            if min_reward is not None and float(row["reward"]) < min_reward:
+                tally["below_min_reward"] += 1
                 continue
             dialogs.append(_row_dialog(row, source, prompts))
         except (DialogError, KeyError, TypeError, ValueError) as exc:
@@ -321,9 +331,9 @@ def dialogs_from_rows(rows: Iterable[tuple[int, Any]], source: str | Path, min_r
     return dialogs
 
 
-def dialogs_from_results(path: str | Path, min_reward: float = 1.0) -> list[Dialog]:
-    """The dialogs of an evaluation run's ``results.jsonl`` whose reward is at least ``min_reward``."""
-    return dialogs_from_rows(_json_rows(Path(path)), Path(path), min_reward)
+def dialogs_from_results(path: str | Path, min_reward: float = 1.0, counts: dict[str, int] | None = None) -> list[Dialog]:
+    """The dialogs of an evaluation run's ``results.jsonl`` whose reward is at least ``min_reward`` (``counts``: as above)."""
+    return dialogs_from_rows(_json_rows(Path(path)), Path(path), min_reward, counts)
 
 
 # --- expert dialogs from the oracle ---------------------------------------------------------------------------

@@ -22,8 +22,9 @@ finished pairs. A run killed at any point (SIGKILL included) ends as an uninterr
 adapter, summary and records (tests/training/test_kill_resume.py, scripts/fault_train.py).
 
 Iterative training (``lineage``, a rounds file): a run with no ``agent.adapter`` continues the last recorded
-round's adapter and records its own once trained. A round whose data source has nothing new trains
-nothing and says so (``trained: false`` in the summary).
+round's adapter and records its own once trained. A round with nothing to train on (no new dialogs, no
+samples, no preference pairs, no training tasks: ``NothingToTrain``) trains and evaluates nothing and says
+why (``trained: false`` and ``reason`` in the summary); that is a normal end, not an error.
 """
 
 from __future__ import annotations
@@ -54,14 +55,10 @@ from agentlab.training.formatter import AgentSFTFormatter, Sample
 from agentlab.training.lineage import AdapterLineage
 from agentlab.training.reward import AgentRewardModel
 from agentlab.training.rollouts import RolloutSampler
-from agentlab.training.trainers.base import TrainResult
+from agentlab.training.trainers.base import NothingToTrain, TrainResult
 
 SAMPLES_FILE, SCORED_FILE, SUMMARY_FILE, TRAIN_RESULT_FILE = "samples.jsonl", "scored.jsonl", "summary.json", "train_result.json"
 SAMPLE_COUNTS_FILE = "sample_counts.json"
-
-
-class NothingToTrain(Exception):
-    """The round has no new training data (e.g. no new traces since the last round): nothing is trained."""
 
 
 def _counts_text(counts: Mapping[str, Any]) -> str:
@@ -107,6 +104,11 @@ class TrainingData:
         tasks = select_tasks(stage.domain.tasks(stage.train_split), stage.train_task_ids, stage.train_tasks)
         refuse_held_out(tasks, stage.domain, stage.train_split)
         self.counts["tasks"] = len(tasks)
+        if not tasks:
+            raise NothingToTrain(
+                f"0 training tasks: stage.train_split={stage.train_split!r}, train_tasks={stage.train_tasks}, "
+                f"train_task_ids={stage.train_task_ids} select none of domain {self.domain}'s tasks"
+            )
         return tasks
 
     def samples(self) -> list[Sample]:
@@ -128,8 +130,10 @@ class TrainingData:
             path.parent.mkdir(parents=True, exist_ok=True)  # sources that read a file (dialogs_file) make no data/
             write_atomic(counts, json.dumps(self.counts))
             write_atomic(path, "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in rows))
-        self._add_to_replay([s for s in rows if not s["replayed"]], read_back)
         self.counts["samples"] = len(rows)
+        if not rows:
+            raise NothingToTrain(f"0 training samples this round ({_counts_text(self.counts)})")
+        self._add_to_replay([s for s in rows if not s["replayed"]], read_back)
         return rows
 
     def _add_to_replay(self, new: list[Sample], read_back: bool) -> None:
@@ -264,6 +268,7 @@ class Training:
         """summary.json, metrics.json (its figures under the shared names, and ``details``), metrics.md, W&B, the table."""
         summary.setdefault("avg_reward", None)
         summary["wall_time_s"] = round(time.perf_counter() - started, 2)
+        run_dir.mkdir(parents=True, exist_ok=True)  # a round that trained nothing may have written nothing there yet
         write_atomic(run_dir / SUMMARY_FILE, json.dumps(summary, indent=2))
         report = {"metrics": metrics_of(summary), "summary": summary, **details}
         write_atomic(run_dir / METRICS_FILE, json.dumps(report, indent=2))
