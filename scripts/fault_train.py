@@ -69,8 +69,8 @@ class Job:
 
     def overrides(self, case: Path) -> list[str]:
         """The job's Hydra overrides, but the run dir (``case/run``: ``hydra.run.dir`` on the command line)."""
-        evaluation = (
-            ["num_tasks=1", "max_steps=4", "agent.max_new_tokens=16", "stage.compare_base=false"]
+        evaluation = (  # mock has no splits: evaluate on a task after the 3 trained on, never one of them
+            ["task_ids=[update_task_1]", "max_steps=4", "agent.max_new_tokens=16", "stage.compare_base=false"]
             if self.evaluate
             else ["stage.evaluator=null", "optimized_metric=null"]
         )

@@ -158,6 +158,20 @@ def _results_file(path: Path, *rows: dict) -> Path:
     return path
 
 
+def test_results_of_held_out_tasks_are_refused_unless_allowed(compose_cfg, tiny_agent, tmp_path):
+    results = _results_file(tmp_path / "results.jsonl", _result_row("0"), _result_row(2))  # train task 0, test task 2 (an int)
+    overrides = ("+experiment=sft_airline", *_small(tiny_agent, tmp_path), "train_data=results", f"train_data.path={results}")
+    with pytest.raises(ConfigError) as err:  # num_tasks=1: the evaluation holds out airline test task 2
+        _run(compose_cfg(*overrides), tmp_path / "refused")
+    message = str(err.value)
+    assert "\n" not in message and str(results) in message and "1 training dialog(s)" in message
+    assert "task ids ['2']" in message and "stage.allow_held_out_overlap=true" in message
+    assert not (tmp_path / "refused" / "data" / "samples.jsonl").exists()
+
+    summary = _run(compose_cfg(*overrides, "stage.allow_held_out_overlap=true", "stage.compare_base=false"), tmp_path / "allowed")
+    assert summary["trained"] is True and summary["data/held_out_overlap"] == 1 and summary["data/dialogs"] == 2
+
+
 def _cli(*args: str) -> subprocess.CompletedProcess:
     environ = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     command = [sys.executable, "-m", "agentlab.run", *args]

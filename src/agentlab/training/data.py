@@ -356,6 +356,18 @@ def refuse_held_out(tasks: list[Task], domain: Tau2Domain, split: str | None) ->
         )
 
 
+def dialogs_of_tasks(dialogs: Iterable[Dialog], domain: str, task_ids: Iterable[str | int]) -> list[Dialog]:
+    """The dialogs whose ``metadata`` names ``domain`` and one of ``task_ids`` (ids compare as strings: rows may hold ints).
+
+    Dialogs without ``metadata.domain``/``metadata.task_id`` (an external file, traces) cannot be matched and are left out.
+    """
+    wanted = {str(i) for i in task_ids}
+    return [
+        d for d in dialogs
+        if d.metadata.get("domain") == domain and d.metadata.get("task_id") is not None and str(d.metadata["task_id"]) in wanted
+    ]
+
+
 def expert_dialogs(
     domain: str = "airline",
     split: str | None = "train",
