@@ -69,14 +69,14 @@ class Job:
 
     def overrides(self, case: Path) -> list[str]:
         """The job's Hydra overrides, but the run dir (``case/run``: ``hydra.run.dir`` on the command line)."""
-        evaluation = (
-            ["num_tasks=1", "max_steps=4", "agent.max_new_tokens=16", "stage.compare_base=false"]
+        evaluation = (  # mock has no splits: evaluate on a task after the 3 trained on, never one of them
+            ["task_ids=[update_task_1]", "max_steps=4", "agent.max_new_tokens=16", "stage.compare_base=false"]
             if self.evaluate
             else ["stage.evaluator=null", "optimized_metric=null"]
         )
         return [
             "+experiment=sft_airline", "model@agent=hf_local", f"agent.path={self.model}",
-            "domain=mock", "train_data.num_tasks=3", "hardware.max_length=1024",
+            "domain=mock", "stage.train_tasks=3", "hardware.max_length=1024",
             f"rl_algo.max_steps={self.max_steps}", f"rl_algo.save_steps={self.save_steps}", f"rl_algo.seed={self.seed}",
             *evaluation, "logger=none", "progress=false",
             f"continual.path={case / 'continual' / 'replay.jsonl'}",

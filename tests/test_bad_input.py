@@ -109,6 +109,21 @@ def test_cli_exits_2_in_one_paragraph_and_shows_the_traceback_only_when_asked():
     assert debug.returncode != 0 and "Traceback" in debug.stderr
 
 
+def test_a_bad_replay_setting_ends_the_run_with_exit_2(tmp_path):
+    result = _run_cli("+experiment=sft_airline", "continual.replay_ratio=-0.5", "logger=none", f"continual.path={tmp_path}/replay.jsonl",
+                      f"hydra.run.dir={tmp_path}/run")
+    assert result.returncode == 2, result.stderr[-2000:]
+    message = _one_paragraph(result.stderr.strip())
+    assert "continual.replay_ratio=-0.5 is not allowed; expected a number >= 0" in message
+    assert not (tmp_path / "replay.jsonl").exists()
+
+
+def test_sft_airline_takes_a_results_file_and_its_task_count_from_the_stage():
+    _check("+experiment=sft_airline", "train_data=results", "train_data.path=r.jsonl")  # no train_data.num_tasks to refuse
+    cfg = _compose("+experiment=sft_airline", "stage.train_tasks=3", "stage.train_task_ids=[0,1]")
+    assert (cfg.train_data.split, cfg.train_data.num_tasks, list(cfg.train_data.task_ids)) == ("train", 3, [0, 1])
+
+
 def _airline_run(run_dir: Path, *extra: str) -> list[str]:
     return ["model@agent=oracle", "model@user=oracle", "task_split=base", "num_tasks=2", "logger=none", "progress=false",
             f"hydra.run.dir={run_dir}", *extra]

@@ -75,10 +75,17 @@ OmegaConf.register_new_resolver("agentlab.job_dirname", job_dirname, replace=Tru
 
 
 def objective(run_dir: Path, name: str | None) -> float | None:
-    """The job's ``optimized_metric`` from its ``metrics.json`` (a sweeper's objective); None when it has none."""
+    """The job's ``optimized_metric`` from its ``metrics.json`` (a sweeper's objective); None when it has none.
+
+    A training round that trained nothing (``trained: false``: nothing new to train on) evaluated nothing
+    either, so it has no such figure: None, not an error. A name missing from a run that has figures is a typo.
+    """
     if not name:
         return None
-    metrics = json.loads((run_dir / METRICS_FILE).read_text(encoding="utf-8"))["metrics"]
+    report = json.loads((run_dir / METRICS_FILE).read_text(encoding="utf-8"))
+    metrics = report["metrics"]
+    if name not in metrics and report.get("summary", {}).get("trained") is False:
+        return None
     if name not in metrics:
         raise ConfigError(f"optimized_metric={name!r} is not a figure of this run ({run_dir / METRICS_FILE}); it has: {', '.join(sorted(metrics))}")
     return float(metrics[name])

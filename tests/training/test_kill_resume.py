@@ -175,7 +175,7 @@ def _round(run_dir: Path, buffer: Path) -> tuple[TrainingData, ReplayBuffer]:
     """A round of 6 new dialogs over a replay buffer that already holds an earlier round (so a draw is made)."""
     replay = ReplayBuffer(buffer, buffer_size=8, replay_ratio=0.5, seed=3)
     stage = SimpleNamespace(data=SimpleNamespace(dialogs=lambda work_dir: [f"d{i}" for i in range(6)]), formatter={},
-                            coreset=CoresetSelector("none"), continual=replay, algo=SimpleNamespace(name="sft"))
+                            coreset=CoresetSelector("none"), continual=replay, algo=SimpleNamespace(name="sft"), evaluator=None)
     data = TrainingData(stage, run_dir)
     data.__dict__["formatter"] = _Formatter()
     return data, replay

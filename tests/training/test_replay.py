@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from agentlab.config import ConfigError
 from agentlab.training.continual import ReplayBuffer, ReplayBufferError
 
 STATE = json.dumps({"format": "agentlab.replay/1", "seen": 1, "buffer_size": 4, "rng": {}}) + "\n"
@@ -88,8 +89,16 @@ def test_an_unreadable_file_is_named(tmp_path: Path, text: str, message: str) ->
     assert str(path) in str(err.value)
 
 
-def test_bad_settings_are_refused(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="buffer_size"):
-        ReplayBuffer(tmp_path / "r.jsonl", buffer_size=0)
-    with pytest.raises(ValueError, match="replay_ratio"):
-        ReplayBuffer(tmp_path / "r.jsonl", replay_ratio=-0.1)
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"buffer_size": 0}, "continual.buffer_size=0 is not allowed; expected an integer >= 1"),
+        ({"buffer_size": True}, "continual.buffer_size=True is not allowed"),
+        ({"replay_ratio": -0.1}, "continual.replay_ratio=-0.1 is not allowed; expected a number >= 0"),
+        ({"replay_ratio": float("nan")}, "continual.replay_ratio=nan is not allowed"),
+    ],
+)
+def test_bad_settings_are_refused(tmp_path: Path, settings: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        ReplayBuffer(tmp_path / "r.jsonl", **settings)
+    assert not (tmp_path / "r.jsonl").exists()

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +20,11 @@ from agentlab.eval.metrics import tool_call_format
 from agentlab.eval.results import ResultStore
 from agentlab.models.smollm2 import smollm2_dir
 from agentlab.models.tiny import save_tiny_llama
+from agentlab.run import objective
 from agentlab.training.evaluator import compare
+from agentlab.training.rollouts import RolloutSampler
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +57,7 @@ def _replay_seen(path: Path) -> int:
 
 
 def test_sft_stage_trains_evaluates_and_resumes_without_repeating(compose_cfg, tiny_agent, tmp_path):
-    cfg = compose_cfg("+experiment=sft_airline", *_small(tiny_agent, tmp_path), "train_data.num_tasks=3")
+    cfg = compose_cfg("+experiment=sft_airline", *_small(tiny_agent, tmp_path), "stage.train_tasks=3")
     run_dir = tmp_path / "run"
     summary = _run(cfg, run_dir)
 
@@ -133,3 +140,90 @@ def test_grpo_stage_trains_on_the_training_tasks(compose_cfg, tiny_agent, tmp_pa
     summary = _run(cfg, tmp_path / "run")
     assert summary["algo"] == "grpo" and summary["data/tasks"] == 1 and summary["train/steps"] == 1
     assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def _result_row(task_id: str | int, reward: float = 1.0, error: str | None = None) -> dict:
+    """A finished airline results.jsonl row (an error row has no conversation)."""
+    messages = [
+        {"role": "assistant", "content": "Hi! How can I help you today?"},
+        {"role": "user", "content": "Please tell me my reservations."},
+        {"role": "assistant", "content": "You have one reservation."},
+    ]
+    row = {"task_id": task_id, "trial": 0, "reward": reward, "config": {"domain": "airline", "assistant": "oracle"}}
+    return {**row, "error": error, "messages": [] if error else messages}
+
+
+def _results_file(path: Path, *rows: dict) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def test_results_of_held_out_tasks_are_refused_unless_allowed(compose_cfg, tiny_agent, tmp_path):
+    results = _results_file(tmp_path / "results.jsonl", _result_row("0"), _result_row(2))  # train task 0, test task 2 (an int)
+    overrides = ("+experiment=sft_airline", *_small(tiny_agent, tmp_path), "train_data=results", f"train_data.path={results}")
+    with pytest.raises(ConfigError) as err:  # num_tasks=1: the evaluation holds out airline test task 2
+        _run(compose_cfg(*overrides), tmp_path / "refused")
+    message = str(err.value)
+    assert "\n" not in message and str(results) in message and "1 training dialog(s)" in message
+    assert "task ids ['2']" in message and "stage.allow_held_out_overlap=true" in message
+    assert not (tmp_path / "refused" / "data" / "samples.jsonl").exists()
+
+    summary = _run(compose_cfg(*overrides, "stage.allow_held_out_overlap=true", "stage.compare_base=false"), tmp_path / "allowed")
+    assert summary["trained"] is True and summary["data/held_out_overlap"] == 1 and summary["data/dialogs"] == 2
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    environ = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    command = [sys.executable, "-m", "agentlab.run", *args]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, env=environ, check=False)
+
+
+def test_an_sft_round_with_nothing_kept_ends_cleanly(tiny_agent, tmp_path):
+    results = _results_file(tmp_path / "results.jsonl", _result_row("0", reward=0.0), _result_row("1", error="RuntimeError: boom"))
+    run_dir = tmp_path / "run"
+    done = _cli("+experiment=sft_airline", *_small(tiny_agent, tmp_path), "train_data=results", f"train_data.path={results}",
+                f"hydra.run.dir={run_dir}")
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["trained"] is False and summary["data/below_min_reward"] == 1 and summary["data/error_rows"] == 1
+    assert "no new dialogs" in summary["reason"] and "error_rows 1" in summary["reason"]
+    assert json.loads((run_dir / "metrics.json").read_text())["summary"] == summary
+
+
+def test_a_dpo_round_whose_rollouts_all_tie_trains_nothing(compose_cfg, tiny_agent, tmp_path, monkeypatch):
+    tied = [{"prompt": "p", "completion": c, "score": 0.5, "task_id": "1", "tau2_reward": 0.0, "source": "x"} for c in ("a", "b")]
+
+    def scored(self, policy, reward, formatter, work_dir: Path) -> list[dict]:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        return tied
+
+    monkeypatch.setattr(RolloutSampler, "scored", scored)
+    cfg = compose_cfg("+experiment=rl_airline", "rl_algo=dpo", *_small(tiny_agent, tmp_path), "stage.train_task_ids=[1]")
+    summary = _run(cfg, tmp_path / "run")
+    assert summary["trained"] is False and summary["data/pairs"] == 0
+    assert summary["reason"] == "0 preference pairs: every task's rollouts tied (rewards task 1: 0.5, 0.5)"
+    assert json.loads((tmp_path / "run" / "summary.json").read_text()) == summary
+    assert objective(tmp_path / "run", "eval/avg_reward") is None  # no evaluation: no figure, and no error
+
+
+@pytest.mark.parametrize("algo", ["grpo", "dpo"])
+def test_zero_training_tasks_train_nothing(compose_cfg, tiny_agent, tmp_path, monkeypatch, algo):
+    from agentlab.eval.domains import Tau2Domain
+
+    tasks = Tau2Domain.tasks
+    monkeypatch.setattr(Tau2Domain, "tasks", lambda self, split: [] if split == "train" else tasks(self, split))
+    cfg = compose_cfg("+experiment=rl_airline", f"rl_algo={algo}", *_small(tiny_agent, tmp_path), "stage.train_task_ids=null")
+    summary = _run(cfg, tmp_path / "run")
+    assert summary["trained"] is False and summary["reason"].startswith("0 training tasks")
+    assert (tmp_path / "run" / "metrics.json").is_file()
+
+
+def test_objective_is_none_only_for_a_run_that_trained_nothing(tmp_path):
+    def report(trained: bool) -> Path:
+        (tmp_path / "metrics.json").write_text(json.dumps({"metrics": {"eval/avg_reward": 0.5} if trained else {}, "summary": {"trained": trained}}))
+        return tmp_path
+
+    assert objective(report(False), "eval/avg_reward") is None
+    assert objective(report(True), "eval/avg_reward") == 0.5
+    with pytest.raises(ConfigError, match="optimized_metric='eval/avg_rewrd' is not a figure"):
+        objective(report(True), "eval/avg_rewrd")

@@ -11,7 +11,7 @@ from transformers import AutoTokenizer
 
 from agentlab.models.smollm2 import smollm2_dir
 from agentlab.models.tiny import save_tiny_llama
-from agentlab.training.trainers.base import last_checkpoint
+from agentlab.training.trainers.base import NothingToTrain, last_checkpoint
 from agentlab.training.trainers.dpo import DPOAlgorithm, preference_pairs
 from agentlab.training.trainers.sft import IGNORE_INDEX, SFTAlgorithm, to_trl_rows
 
@@ -49,8 +49,8 @@ def test_sft_saves_an_adapter_and_a_later_run_continues_it(tiny_base, tmp_path):
     assert (second.adapter_dir / "adapter_model.safetensors").is_file()
 
 
-def test_no_samples_is_a_clear_error(tiny_base, tmp_path):
-    with pytest.raises(ValueError, match="no training samples"):
+def test_no_samples_is_nothing_to_train(tiny_base, tmp_path):
+    with pytest.raises(NothingToTrain, match="no training samples"):  # the stage ends such a round cleanly
         SFTAlgorithm(max_steps=1).train(str(tiny_base), [], tmp_path)
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from agentlab.config import UserError
+from agentlab.config import ConfigError, UserError
 from agentlab.eval.results import write_atomic
 
 FORMAT = "agentlab.replay/1"
@@ -32,14 +32,22 @@ class ReplayBufferError(UserError):
     """A replay file that cannot be read back; the message names the file and line."""
 
 
+def _check_settings(buffer_size: int, replay_ratio: float) -> None:
+    """Settings that cannot work are the user's config mistake (``continual.*``), reported before anything runs."""
+    if isinstance(buffer_size, bool) or not isinstance(buffer_size, int) or buffer_size < 1:
+        raise ConfigError(f"continual.buffer_size={buffer_size!r} is not allowed; expected an integer >= 1 (samples the replay buffer keeps)")
+    if isinstance(replay_ratio, bool) or not isinstance(replay_ratio, (int, float)) or not 0 <= replay_ratio < float("inf"):
+        raise ConfigError(
+            f"continual.replay_ratio={replay_ratio!r} is not allowed; expected a number >= 0 "
+            "(replayed samples per new sample of a round; 0 = no replay)"
+        )
+
+
 class ReplayBuffer:
     """Reservoir of past samples at ``path``; ``mix`` builds each round's training list and updates the file."""
 
     def __init__(self, path: str | Path, buffer_size: int = 2048, replay_ratio: float = 0.25, seed: int = 0) -> None:
-        if buffer_size < 1:
-            raise ValueError(f"buffer_size must be >= 1, got {buffer_size}")
-        if replay_ratio < 0:
-            raise ValueError(f"replay_ratio must be >= 0, got {replay_ratio}")
+        _check_settings(buffer_size, replay_ratio)
         self.path = Path(path)
         self.buffer_size = buffer_size
         self.replay_ratio = replay_ratio

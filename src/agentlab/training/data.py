@@ -300,19 +300,29 @@ def _row_dialog(row: dict[str, Any], path: str | Path, prompts: dict[str, tuple[
     return parse_dialog(obj)
 
 
-def dialogs_from_rows(rows: Iterable[tuple[int, Any]], source: str | Path, min_reward: float | None = 1.0) -> list[Dialog]:
+def dialogs_from_rows(
+    rows: Iterable[tuple[int, Any]], source: str | Path, min_reward: float | None = 1.0, counts: dict[str, int] | None = None
+) -> list[Dialog]:
     """The dialogs of numbered result rows whose reward is at least ``min_reward`` (None: every finished row).
 
     Error rows (no conversation) are skipped. System prompt and tools are the domain's, as the harness
     showed them to the agent, so a model trained on these sees at training what it sees at evaluation.
+    ``counts``, if given, gets ``result_rows``, ``error_rows`` and ``below_min_reward``: why rows gave no dialog.
     """
     prompts: dict[str, tuple[str, list[dict[str, Any]]]] = {}
     dialogs = []
+    tally = counts if counts is not None else {}
+    tally.update(result_rows=0, error_rows=0, below_min_reward=0)
     for number, row in rows:
         if not isinstance(row, dict):
             raise DialogError(f"{source}: row {number}: not a usable result row: expected a JSON object")
+        tally["result_rows"] += 1
         try:
-            if row.get("error") or (min_reward is not None and float(row["reward"]) < min_reward):
+            if row.get("error"):
+                tally["error_rows"] += 1
+                continue
+            if min_reward is not None and float(row["reward"]) < min_reward:
+                tally["below_min_reward"] += 1
                 continue
             dialogs.append(_row_dialog(row, source, prompts))
         except (DialogError, KeyError, TypeError, ValueError) as exc:
@@ -321,9 +331,9 @@ def dialogs_from_rows(rows: Iterable[tuple[int, Any]], source: str | Path, min_r
     return dialogs
 
 
-def dialogs_from_results(path: str | Path, min_reward: float = 1.0) -> list[Dialog]:
-    """The dialogs of an evaluation run's ``results.jsonl`` whose reward is at least ``min_reward``."""
-    return dialogs_from_rows(_json_rows(Path(path)), Path(path), min_reward)
+def dialogs_from_results(path: str | Path, min_reward: float = 1.0, counts: dict[str, int] | None = None) -> list[Dialog]:
+    """The dialogs of an evaluation run's ``results.jsonl`` whose reward is at least ``min_reward`` (``counts``: as above)."""
+    return dialogs_from_rows(_json_rows(Path(path)), Path(path), min_reward, counts)
 
 
 # --- expert dialogs from the oracle ---------------------------------------------------------------------------
@@ -344,6 +354,18 @@ def refuse_held_out(tasks: list[Task], domain: Tau2Domain, split: str | None) ->
             f"split={split!r} selects {len(leaked)} task(s) of the held-out {HELD_OUT_SPLIT!r} split "
             f"(ids {leaked[:10]}): the test split is for evaluation only; use split='train'"
         )
+
+
+def dialogs_of_tasks(dialogs: Iterable[Dialog], domain: str, task_ids: Iterable[str | int]) -> list[Dialog]:
+    """The dialogs whose ``metadata`` names ``domain`` and one of ``task_ids`` (ids compare as strings: rows may hold ints).
+
+    Dialogs without ``metadata.domain``/``metadata.task_id`` (an external file, traces) cannot be matched and are left out.
+    """
+    wanted = {str(i) for i in task_ids}
+    return [
+        d for d in dialogs
+        if d.metadata.get("domain") == domain and d.metadata.get("task_id") is not None and str(d.metadata["task_id"]) in wanted
+    ]
 
 
 def expert_dialogs(

@@ -27,6 +27,10 @@ class AgentTrainingEvaluator:
         self.evaluation = evaluation
         self.reward = reward if isinstance(reward, AgentRewardModel) else AgentRewardModel()
 
+    def held_out(self) -> Evaluation:
+        """The evaluation without a model: its task selection (split, num_tasks, task_ids) says which tasks are held out."""
+        return self.evaluation(agent=None)
+
     def evaluate(self, model: ChatModel, out_dir: Path, label: str) -> dict[str, Any]:
         """Run (or resume) ``model`` on the held-out tasks into ``out_dir``; the harness summary plus the seed's metrics."""
         evaluation = self.evaluation(agent=model)

@@ -20,6 +20,7 @@ from agentlab.models.oracle import OracleModel
 from agentlab.training.data import dialogs_from_rows, refuse_held_out
 from agentlab.training.formatter import AgentSFTFormatter
 from agentlab.training.reward import AgentRewardModel, from_results_row
+from agentlab.training.trainers.base import NothingToTrain
 
 
 class RolloutSampler:
@@ -32,6 +33,11 @@ class RolloutSampler:
     def _rows(self, evaluation: Evaluation, run_dir: Path, source: str) -> list[dict[str, Any]]:
         tasks = evaluation.tasks()
         refuse_held_out(tasks, evaluation.runner.domain, evaluation.task_split)
+        if not tasks:
+            raise NothingToTrain(
+                f"0 training tasks for rollouts: task_split={evaluation.task_split!r}, num_tasks={evaluation.num_tasks}, "
+                f"task_ids={evaluation.task_ids} select none of domain {evaluation.runner.domain.name}'s tasks"
+            )
         evaluation(run_dir, config={"source": source, "task_split": evaluation.task_split}, name=source, group="rollouts")
         return evaluation.selected_rows(ResultStore(run_dir).rows, tasks)
 

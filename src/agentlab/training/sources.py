@@ -6,7 +6,7 @@ Each source has ``dialogs(work_dir)``; ``work_dir`` is the stage's own folder fo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from agentlab.training.data import Dialog, dialogs_from_results, expert_dialogs, load_dialogs_jsonl
@@ -28,13 +28,18 @@ class ExpertDialogs:
 
 @dataclass
 class ResultDialogs:
-    """``train_data=results``: an evaluation run's ``results.jsonl``, rows with reward >= ``min_reward``."""
+    """``train_data=results``: an evaluation run's ``results.jsonl``, rows with reward >= ``min_reward``.
+
+    ``counts`` (rows read, error rows, rows below ``min_reward``) go into the stage's summary, so a round
+    that keeps nothing says why.
+    """
 
     path: str
     min_reward: float = 1.0
+    counts: dict[str, int] = field(default_factory=dict, init=False)
 
     def dialogs(self, work_dir: Path) -> list[Dialog]:
-        return dialogs_from_results(self.path, self.min_reward)
+        return dialogs_from_results(self.path, self.min_reward, self.counts)
 
 
 @dataclass

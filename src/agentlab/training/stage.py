@@ -22,8 +22,12 @@ finished pairs. A run killed at any point (SIGKILL included) ends as an uninterr
 adapter, summary and records (tests/training/test_kill_resume.py, scripts/fault_train.py).
 
 Iterative training (``lineage``, a rounds file): a run with no ``agent.adapter`` continues the last recorded
-round's adapter and records its own once trained. A round whose data source has nothing new trains
-nothing and says so (``trained: false`` in the summary).
+round's adapter and records its own once trained. A round with nothing to train on (no new dialogs, no
+samples, no preference pairs, no training tasks: ``NothingToTrain``) trains and evaluates nothing and says
+why (``trained: false`` and ``reason`` in the summary); that is a normal end, not an error.
+
+Training dialogs that name a task the evaluation holds out (same domain and task id) are refused before
+anything trains, unless ``allow_held_out_overlap`` is set (then counted as ``data/held_out_overlap``).
 """
 
 from __future__ import annotations
@@ -48,20 +52,16 @@ from agentlab.models.local import LocalHFModel
 from agentlab.tracking.loggers import METRICS_FILE, NullLogger, metrics_of
 from agentlab.training.continual import ReplayBuffer
 from agentlab.training.coreset import CoresetSelector
-from agentlab.training.data import Dialog, refuse_held_out
+from agentlab.training.data import Dialog, dialogs_of_tasks, refuse_held_out
 from agentlab.training.evaluator import AgentTrainingEvaluator, compare
 from agentlab.training.formatter import AgentSFTFormatter, Sample
 from agentlab.training.lineage import AdapterLineage
 from agentlab.training.reward import AgentRewardModel
 from agentlab.training.rollouts import RolloutSampler
-from agentlab.training.trainers.base import TrainResult
+from agentlab.training.trainers.base import NothingToTrain, TrainResult
 
 SAMPLES_FILE, SCORED_FILE, SUMMARY_FILE, TRAIN_RESULT_FILE = "samples.jsonl", "scored.jsonl", "summary.json", "train_result.json"
 SAMPLE_COUNTS_FILE = "sample_counts.json"
-
-
-class NothingToTrain(Exception):
-    """The round has no new training data (e.g. no new traces since the last round): nothing is trained."""
 
 
 def _counts_text(counts: Mapping[str, Any]) -> str:
@@ -107,6 +107,11 @@ class TrainingData:
         tasks = select_tasks(stage.domain.tasks(stage.train_split), stage.train_task_ids, stage.train_tasks)
         refuse_held_out(tasks, stage.domain, stage.train_split)
         self.counts["tasks"] = len(tasks)
+        if not tasks:
+            raise NothingToTrain(
+                f"0 training tasks: stage.train_split={stage.train_split!r}, train_tasks={stage.train_tasks}, "
+                f"train_task_ids={stage.train_task_ids} select none of domain {self.domain}'s tasks"
+            )
         return tasks
 
     def samples(self) -> list[Sample]:
@@ -128,8 +133,10 @@ class TrainingData:
             path.parent.mkdir(parents=True, exist_ok=True)  # sources that read a file (dialogs_file) make no data/
             write_atomic(counts, json.dumps(self.counts))
             write_atomic(path, "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in rows))
-        self._add_to_replay([s for s in rows if not s["replayed"]], read_back)
         self.counts["samples"] = len(rows)
+        if not rows:
+            raise NothingToTrain(f"0 training samples this round ({_counts_text(self.counts)})")
+        self._add_to_replay([s for s in rows if not s["replayed"]], read_back)
         return rows
 
     def _add_to_replay(self, new: list[Sample], read_back: bool) -> None:
@@ -154,6 +161,7 @@ class TrainingData:
         self.counts.update(getattr(stage.data, "counts", {}))
         if not dialogs:
             raise NothingToTrain(f"train_data gave no new dialogs this round ({_counts_text(self.counts)})")
+        self._check_held_out(dialogs)
         samples = self.formatter.format_dialogs(dialogs)
         if stage.formatter.get("num_samples"):
             samples = self.formatter.sample(samples, int(stage.formatter["num_samples"]), seed=int(stage.formatter.get("seed", 0)))
@@ -162,6 +170,30 @@ class TrainingData:
         self.counts.update(dialogs=len(dialogs), formatted=len(samples), selected=len(selected), replayed=len(replay))
         logger.info(f"training samples: {len(dialogs)} dialogs -> {len(samples)} formatted -> {len(selected)} selected + {len(replay)} replayed")
         return [{**s, "replayed": False} for s in selected] + [{**s, "replayed": True} for s in replay]
+
+    def _check_held_out(self, dialogs: list[Dialog]) -> None:
+        """Dialogs of tasks the stage's evaluation holds out are refused, or with ``allow_held_out_overlap`` counted.
+
+        Training on them would report the adapter's score on tasks it was trained on. Only dialogs that
+        name their domain and task (results and expert runs) can be matched.
+        """
+        stage = self.stage
+        if stage.evaluator is None:
+            return
+        evaluation = stage.evaluator.held_out()
+        held_out = select_tasks(stage.domain.tasks(evaluation.task_split), evaluation.task_ids, evaluation.num_tasks)
+        overlap = dialogs_of_tasks(dialogs, self.domain, [t.id for t in held_out])
+        if not overlap:
+            return
+        text = _overlap_text(overlap, self.domain, evaluation)
+        if not stage.allow_held_out_overlap:
+            raise ConfigError(
+                f"{text}: the adapter would be evaluated on tasks it was trained on. Train on other tasks (e.g. the "
+                "results of a task_split=train run), evaluate on other ones (task_split, num_tasks, task_ids), or set "
+                "stage.allow_held_out_overlap=true to train anyway (the overlap is then logged and recorded as data/held_out_overlap)"
+            )
+        logger.warning(f"{text}; trained on anyway (stage.allow_held_out_overlap=true): the evaluation is not held out")
+        self.counts["held_out_overlap"] = len(overlap)
 
     def _loss_model(self) -> Any:
         """The base model (fp32) for the coreset's per-sample loss."""
@@ -180,6 +212,18 @@ class TrainingData:
         write_atomic(path, "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in scored))
         self.counts["rollouts"] = len(scored)
         return scored
+
+
+def _overlap_text(overlap: list[Dialog], domain: str, evaluation: Evaluation) -> str:
+    """What overlaps: how many dialogs, from where, of which held-out task ids, under which evaluation settings."""
+    sources = sorted({str(d.metadata.get("source", "train_data")) for d in overlap})
+    ids = sorted({str(d.metadata["task_id"]) for d in overlap}, key=lambda i: (len(i), i))
+    selection = f"task_split={evaluation.task_split!r}, num_tasks={evaluation.num_tasks}, task_ids={evaluation.task_ids}"
+    return (
+        f"train_data: {len(overlap)} training dialog(s) from {', '.join(sources[:3])}{' ...' if len(sources) > 3 else ''} "
+        f"are of {len(ids)} task(s) the evaluation holds out (domain {domain}, {selection}; task ids {ids[:10]}"
+        f"{' ...' if len(ids) > 10 else ''})"
+    )
 
 
 class Training:
@@ -206,6 +250,7 @@ class Training:
         train_task_ids: list[str | int] | None = None,
         lineage: AdapterLineage | None = None,
         logger: NullLogger | None = None,
+        allow_held_out_overlap: bool = False,
     ) -> None:
         if not callable(getattr(algo, "run", None)):
             raise ConfigError("stage=train needs a training algorithm: choose rl_algo=sft, dpo or grpo (rl_algo=none trains nothing)")
@@ -220,6 +265,7 @@ class Training:
         self.train_split, self.train_tasks, self.train_task_ids = train_split, train_tasks, train_task_ids
         self.lineage = lineage
         self.logger = logger or NullLogger()
+        self.allow_held_out_overlap = allow_held_out_overlap
 
     def __call__(self, run_dir: Path, config: dict[str, Any], name: str, group: str) -> dict[str, Any]:
         started = time.perf_counter()
@@ -265,6 +311,7 @@ class Training:
         """summary.json, metrics.json (its figures under the shared names, and ``details``), metrics.md, W&B, the table."""
         summary.setdefault("avg_reward", None)
         summary["wall_time_s"] = round(time.perf_counter() - started, 2)
+        run_dir.mkdir(parents=True, exist_ok=True)  # a round that trained nothing may have written nothing there yet
         write_atomic(run_dir / SUMMARY_FILE, json.dumps(summary, indent=2))
         report = {"metrics": metrics_of(summary), "summary": summary, **details}
         write_atomic(run_dir / METRICS_FILE, json.dumps(report, indent=2))

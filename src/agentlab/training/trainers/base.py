@@ -25,6 +25,14 @@ TRAINER_STATE = "trainer_state.json"
 WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin", "model.safetensors", "pytorch_model.bin")
 
 
+class NothingToTrain(Exception):
+    """The round has nothing to train on (no new dialogs, no samples, no preference pairs, no tasks).
+
+    Not an error: the stage ends the round cleanly with ``trained: false`` and this message as the reason
+    (an iterative round with nothing new is normal).
+    """
+
+
 @dataclass
 class LoraSettings:
     """The LoRA adapter's shape (seed 003: r 64, alpha 128, dropout .05 on all projections for 7B)."""
@@ -162,7 +170,7 @@ class LoraAlgorithm:
         from datasets import Dataset
 
         if not rows:
-            raise ValueError(f"{self.name} got no training samples (is the data source empty or fully filtered out?)")
+            raise NothingToTrain(f"{self.name} got no training samples (the data source is empty or fully filtered out)")
         model, tokenizer, peft_config = self.model_and_peft(model_path, init_adapter)
         checkpoints = Path(output_dir) / "checkpoints"
         config = config_cls(

@@ -13,7 +13,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agentlab.training.trainers.base import LoraAlgorithm, TrainResult
+from agentlab.training.trainers.base import LoraAlgorithm, NothingToTrain, TrainResult
 
 if TYPE_CHECKING:
     from agentlab.training.stage import TrainingData
@@ -39,6 +39,17 @@ def preference_pairs(scored: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return pairs
 
 
+def no_pairs_reason(scored: list[dict[str, Any]]) -> str:
+    """Why ``scored`` gives no pair: no candidates at all, or each task's scores, every prompt's best tying its worst."""
+    if not scored:
+        return "no scored rollouts (every run ended in an error or without an agent turn)"
+    by_task: dict[str, list[float]] = defaultdict(list)
+    for rollout in scored:
+        by_task[str(rollout.get("task_id"))].append(rollout["score"])
+    rewards = "; ".join(f"task {task}: {', '.join(f'{s:.3g}' for s in scores)}" for task, scores in by_task.items())
+    return f"every task's rollouts tied (rewards {rewards})"
+
+
 class DPOAlgorithm(LoraAlgorithm):
     """LoRA DPO; ``training_args`` are trl ``DPOConfig`` fields (``beta``, ``loss_type``, ... see conf/rl_algo/dpo.yaml)."""
 
@@ -54,6 +65,9 @@ class DPOAlgorithm(LoraAlgorithm):
 
     def run(self, data: TrainingData, output_dir: Path, init_adapter: str | None) -> TrainResult:
         """The stage's entry: pairs from the scored rollouts (the policy's and the expert's), then DPO."""
-        pairs = preference_pairs(data.scored_rollouts())
+        scored = data.scored_rollouts()
+        pairs = preference_pairs(scored)
         data.counts["pairs"] = len(pairs)
+        if not pairs:
+            raise NothingToTrain(f"0 preference pairs: {no_pairs_reason(scored)}")
         return self.train(data.model_path, pairs, output_dir, init_adapter)
