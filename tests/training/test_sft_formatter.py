@@ -44,7 +44,7 @@ def check_mask(formatter: AgentSFTFormatter, dialog: Dialog) -> dict[str, Any]:
     """Labels are the ids exactly on the assistant turns, each starting where the inference prompt ends."""
     tok = formatter.tokenizer
     sample = formatter.format_dialog(dialog)
-    chat = render_chat(dialog, formatter.tool_role)
+    chat = render_chat(dialog, formatter.tool_format)
     assert sample["text"] == tok.apply_chat_template(chat, tokenize=False)
     assert sample["input_ids"] == tok(sample["text"], add_special_tokens=False)["input_ids"]
     assert sample["attention_mask"] == [1] * len(sample["input_ids"])
@@ -92,7 +92,7 @@ def test_tool_role_templates_get_tool_turns() -> None:
     tok.chat_template = TOOL_ROLE_TEMPLATE
     try:
         formatter = AgentSFTFormatter(tok, max_length=4096)
-        assert formatter.tool_role
+        assert formatter.tool_format.tool_role
         sample = check_mask(formatter, taxi_dialog())
     finally:
         tok.chat_template = original

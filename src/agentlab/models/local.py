@@ -1,9 +1,10 @@
-"""A local Hugging Face causal LM as an agent-framework chat client, with tool calls in text and prefix KV reuse.
+"""A local Hugging Face causal LM as an agent-framework chat client, in its own tool format, with prefix KV reuse.
 
-The model has no native tool calling: the tools and the call format go into the system prompt
-(``toolcall.tool_prompt``) and calls are parsed out of the reply (``toolcall.parse_reply``); a malformed
-call gets ``format_retries`` second chances and is otherwise returned as text, never raised, so one bad
-reply cannot end an evaluation.
+The tokenizer decides how tools are shown and calls read (``toolformat.tool_format``): a family whose chat
+template renders tools and has a response parser (Qwen2.5/3, Llama 3.x) gets its native format, as behind
+vLLM; any other (SmolLM2) gets agentlab's prompt format, the tools spelled out in the system prompt and calls
+parsed leniently from text. A malformed call gets ``format_retries`` second chances and is otherwise
+returned as text, never raised, so one bad reply cannot end an evaluation.
 
 Across the turns of a conversation the system prompt and tools (~4k tokens for airline) do not change,
 and prefill dominates CPU latency. The model keeps ``prefix_cache_slots`` (token ids, KV cache) slots;
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import re
 import threading
 import uuid
 from dataclasses import dataclass
@@ -32,15 +32,20 @@ from agent_framework import (
 from tau2.data_model.tasks import Task
 
 from agentlab.config import ConfigError, UserError
-from agentlab.eval.messages import role_of
 from agentlab.models.base import ModelFactory, Role
-from agentlab.models.toolcall import CALL_CLOSE, ParsedReply, parse_reply, render_call, tool_prompt
+from agentlab.models.toolcall import ParsedReply
+from agentlab.models.toolformat import (  # noqa: F401 - chat_turns, has_tool_role, system_prompt: imported from here too
+    Chat,
+    Schemas,
+    ToolFormat,
+    chat_turns,
+    has_tool_role,
+    render,
+    system_prompt,
+    tool_format,
+)
 
-FORMAT_RETRY = "Format error: {reason}. Reply with exactly one valid <tool_call> or plain text."
 MIN_REUSE_TOKENS = 16  # resuming from fewer shared tokens saves nothing and would evict another conversation's slot
-TOOL_ROLE = re.compile(r"""["']tool["']""")
-
-Chat = list[dict[str, str]]
 
 
 @dataclass
@@ -60,8 +65,8 @@ class LoadedModel:
     model: Any
     tokenizer: Any
     context_length: int
-    tool_role: bool
-    stop_at_call_end: Any  # a StoppingCriteriaList: building it scans the vocabulary (~0.7 s), so once per model
+    tool_format: ToolFormat
+    stop_at_call_end: Any  # a StoppingCriteriaList or None: building it scans the vocabulary (~0.7 s), so once per model
 
     @property
     def device(self) -> Any:
@@ -111,11 +116,6 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
     return n
 
 
-def has_tool_role(tokenizer: Any) -> bool:
-    """Whether the chat template knows a ``tool`` role (else tool results are rendered as user turns)."""
-    return bool(TOOL_ROLE.search(tokenizer.chat_template or ""))
-
-
 def _torch_device(device: str) -> str:
     import torch
 
@@ -158,12 +158,14 @@ def _load(path: str, gguf_file: str | None, dtype: str, device: str, adapter: st
         model = _with_adapter(model, path, adapter)
     model.to(_torch_device(device)).eval()
     context = getattr(model.config, "max_position_embeddings", None) or tokenizer.model_max_length
+    chosen = tool_format(tokenizer)
+    stops = chosen.stop_strings
     return LoadedModel(
         model=model,
         tokenizer=tokenizer,
         context_length=int(context),
-        tool_role=has_tool_role(tokenizer),
-        stop_at_call_end=StoppingCriteriaList([StopStringCriteria(tokenizer, [CALL_CLOSE])]),
+        tool_format=chosen,
+        stop_at_call_end=StoppingCriteriaList([StopStringCriteria(tokenizer, list(stops))]) if stops else None,
     )
 
 
@@ -297,15 +299,6 @@ def _decode(
     return output[0, len(prompt_ids) :].tolist()
 
 
-def _result_text(content: Content) -> str:
-    result = content.result
-    if result is None and content.exception:
-        return f"Error: {content.exception}"
-    if isinstance(result, list):
-        return " ".join(getattr(item, "text", None) or str(item) for item in result)
-    return result if isinstance(result, str) else str(result)
-
-
 def request_tool_schemas(options: dict[str, Any]) -> list[dict[str, Any]]:
     """The JSON schemas of the request's tools (none when ``tool_choice`` is "none")."""
     if options.get("tool_choice") == "none":
@@ -321,61 +314,21 @@ def _instructions(options: dict[str, Any]) -> str:
     return "\n".join(str(v) for v in value)
 
 
-def system_prompt(instructions: str, messages: list[Message], schemas: list[dict[str, Any]]) -> str:
-    """The agent's instructions, any system messages, then the tool prompt."""
-    parts = [instructions, *(m.text for m in messages if role_of(m) == "system"), tool_prompt(schemas) if schemas else ""]
-    return "\n\n".join(p for p in parts if p)
+def _encode(tokenizer: Any, chat: Chat, generation_prompt: bool = True, tools: Schemas | None = None) -> list[int]:
+    return tokenizer(render(tokenizer, chat, tools, generation_prompt), add_special_tokens=False)["input_ids"]
 
 
-def _turn(message: Message, names: dict[str, str], tool_role: bool) -> list[dict[str, str]]:
-    """One agent-framework message as chat-template turns; calls in ``render_call`` form, results as text."""
-    role = role_of(message)
-    if role == "tool":
-        results = [c for c in message.contents if c.type == "function_result"]
-        if tool_role:
-            return [{"role": "tool", "content": _result_text(c)} for c in results]
-        text = "\n".join(f"Tool result ({names.get(c.call_id or '', 'tool')}): {_result_text(c)}" for c in results)
-        return [{"role": "user", "content": text}]
-    parts = []
-    for c in message.contents:
-        if c.type == "text" and c.text:
-            parts.append(c.text)
-        elif c.type == "function_call":
-            parts.append(render_call(c.name or "", c.parse_arguments() or {}))
-    return [{"role": role, "content": "\n".join(parts)}] if parts else []
-
-
-def chat_turns(messages: list[Message], system: str, tool_role: bool) -> Chat:
-    """The conversation as chat-template input; consecutive user (or assistant) turns are merged."""
-    names = {c.call_id: c.name for m in messages for c in m.contents if c.type == "function_call" and c.call_id}
-    chat: Chat = [{"role": "system", "content": system}] if system else []
-    for message in messages:
-        if role_of(message) == "system":
-            continue
-        for turn in _turn(message, names, tool_role):
-            last = chat[-1] if chat else None
-            if last and last["role"] == turn["role"] and turn["role"] in ("user", "assistant"):
-                last["content"] += "\n\n" + turn["content"]
-            else:
-                chat.append(turn)
-    return chat
-
-
-def _encode(tokenizer: Any, chat: Chat, generation_prompt: bool = True) -> list[int]:
-    text = tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=generation_prompt)
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
-
-
-def prompt_ids(tokenizer: Any, chat: Chat, limit: int) -> list[int]:
-    """Token ids of ``chat`` within ``limit``: the oldest turns after the system prompt go first, then tokens."""
+def prompt_ids(tokenizer: Any, chat: Chat, limit: int, tools: Schemas | None = None) -> list[int]:
+    """Token ids of ``chat`` (and the template's ``tools``) within ``limit``: the oldest turns after the system
+    prompt go first, then tokens."""
     keep = 1 if chat and chat[0]["role"] == "system" else 0
-    ids = _encode(tokenizer, chat)
+    ids = _encode(tokenizer, chat, tools=tools)
     while len(ids) > limit and len(chat) > keep + 1:
         chat = [*chat[:keep], *chat[keep + 1 :]]
-        ids = _encode(tokenizer, chat)
+        ids = _encode(tokenizer, chat, tools=tools)
     if len(ids) <= limit:
         return ids
-    head = len(_encode(tokenizer, chat[:keep], generation_prompt=False)) if keep else 0
+    head = len(_encode(tokenizer, chat[:keep], generation_prompt=False, tools=tools)) if keep else 0
     if head >= limit:
         raise ValueError(f"The system prompt alone ({head} tokens) does not fit the model's {limit}-token budget")
     return ids[:head] + ids[len(ids) - (limit - head) :]
@@ -401,22 +354,21 @@ class LocalChatClient(FunctionInvocationLayer, BaseChatClient):
         """Render, generate, parse; a malformed call is shown to the model with the reason and retried."""
         loaded = self.backend.load()
         schemas = request_tool_schemas(options)
-        known = {s.get("function", s).get("name") for s in schemas}
-        chat = chat_turns(messages, system_prompt(_instructions(options), messages, schemas), loaded.tool_role)
+        chat = loaded.tool_format.chat(messages, _instructions(options), schemas)
+        tools = loaded.tool_format.template_tools(schemas)
         max_new = int(options.get("max_tokens") or self.backend.max_new_tokens)
         limit = loaded.context_length - max_new
         temperature = float(options.get("temperature") or 0.0)
         attempts: list[Generation] = []
         for _ in range(self.backend.format_retries + 1):
-            generation = self.backend.generate(
-                prompt_ids(loaded.tokenizer, chat, limit), max_new, temperature, options.get("top_p")
-            )
+            ids = prompt_ids(loaded.tokenizer, chat, limit, tools)
+            generation = self.backend.generate(ids, max_new, temperature, options.get("top_p"))
             attempts.append(generation)
-            parsed = parse_reply(generation.text, known) if schemas else ParsedReply(text=generation.text.strip())
+            parsed = loaded.tool_format.parse(generation.text, ids, schemas)
             if parsed.format_error is None:
                 self.format_errors += len(attempts) - 1
                 return self._response(parsed, attempts, format_errors=len(attempts) - 1)
-            retry = FORMAT_RETRY.format(reason=parsed.format_error)
+            retry = loaded.tool_format.retry_message.format(reason=parsed.format_error)
             chat = [*chat, {"role": "assistant", "content": generation.text}, {"role": "user", "content": retry}]
         self.format_errors += len(attempts)
         return self._response(ParsedReply(text=attempts[-1].text.strip()), attempts, format_errors=len(attempts))

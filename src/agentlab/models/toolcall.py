@@ -102,7 +102,7 @@ def _arguments(obj: dict[str, Any]) -> dict[str, Any]:
     return raw
 
 
-def _call(obj: Any, known_tools: set[str] | None) -> tuple[str, dict[str, Any]]:
+def read_call(obj: Any, known_tools: set[str] | None) -> tuple[str, dict[str, Any]]:
     """Validate one decoded call object; OpenAI's nested ``{"function": {...}}`` form is unwrapped."""
     if not isinstance(obj, dict):
         raise CallError(f"a tool call must be a JSON object, got {type(obj).__name__}")
@@ -121,7 +121,7 @@ def _tagged_call(body: str, known_tools: set[str] | None) -> tuple[str, dict[str
     found = next(_json_objects(body), None)
     if found is None:
         raise CallError("the <tool_call> does not hold a JSON object")
-    return _call(found[0], known_tools)
+    return read_call(found[0], known_tools)
 
 
 def _parse_tagged(text: str, known_tools: set[str] | None) -> ParsedReply:
@@ -161,7 +161,7 @@ def _parse_json_calls(text: str, known_tools: set[str] | None) -> ParsedReply:
                 continue
             call_spans.append((start, end))
             try:
-                calls.append(_call(value, known_tools))
+                calls.append(read_call(value, known_tools))
             except CallError as err:
                 errors.append(str(err))
     except CallError as err:

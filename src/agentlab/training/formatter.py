@@ -1,11 +1,12 @@
 """Dialogs -> token ids with a loss mask, rendered exactly as the local backend renders a prompt at inference.
 
 There is no second copy of the rendering: a dialog's turns become the agent-framework ``Message``s the
-backend receives, and ``agentlab.models.local`` turns them into the chat (``system_prompt``: instructions
-plus ``tool_prompt``; ``chat_turns``: calls via ``render_call``, results as the backend shows them, same
-merging of consecutive turns), which the tokenizer's chat template renders. So the text before each
-assistant turn is the prompt the backend builds for that turn (before window truncation), and the turn
-itself is what ``parse_reply`` reads back.
+backend receives, and the tokenizer's ``ToolFormat`` (``agentlab.models.toolformat``, the one the backend
+uses) turns them into the chat and the template's ``tools``: the model family's native format (structured
+calls, ``tool`` messages, ``tools=`` to the template) or agentlab's prompt format (``system_prompt``:
+instructions plus ``tool_prompt``; ``chat_turns``: calls via ``render_call``, results as the backend shows
+them, same merging of consecutive turns). So the text before each assistant turn is the prompt the backend
+builds for that turn (before window truncation), and the turn itself is what the format's parser reads back.
 
 Loss mask: ``labels`` equal ``input_ids`` on the tokens of assistant turns (the turn's text and the
 template's end-of-turn marker, which teaches the model to stop) and -100 elsewhere. A dialog that opens
@@ -33,7 +34,7 @@ import numpy as np
 from agent_framework import Content, Message
 from loguru import logger
 
-from agentlab.models.local import Chat, chat_turns, has_tool_role, system_prompt
+from agentlab.models.toolformat import Chat, Schemas, ToolFormat, render, tool_format
 from agentlab.training.data import Dialog
 
 IGNORE_INDEX = -100
@@ -77,10 +78,9 @@ def dialog_messages(dialog: Dialog) -> list[Message]:
     return messages
 
 
-def render_chat(dialog: Dialog, tool_role: bool) -> Chat:
+def render_chat(dialog: Dialog, fmt: ToolFormat) -> Chat:
     """The chat-template input the local backend builds for the whole dialog."""
-    messages = dialog_messages(dialog)
-    return chat_turns(messages, system_prompt(dialog.system, messages, dialog.tools), tool_role)
+    return fmt.chat(dialog_messages(dialog), dialog.system, dialog.tools)
 
 
 def validate_task_weights(weights: Mapping[str, float]) -> dict[str, float]:
@@ -105,13 +105,20 @@ class AgentSFTFormatter:
         self.max_length = max_length
         self.train_on_opening = train_on_opening
         self.task_weights = validate_task_weights(task_weights or DEFAULT_TASK_WEIGHTS)
-        self.tool_role = has_tool_role(tokenizer)
+        self.tool_format = tool_format(tokenizer)
 
-    def _render(self, chat: Chat, generation_prompt: bool) -> str:
-        return self.tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=generation_prompt)
+    def _render(self, chat: Chat, tools: Schemas | None, generation_prompt: bool) -> str:
+        return render(self.tokenizer, chat, tools, generation_prompt)
 
-    def assistant_spans(self, chat: Chat, text: str) -> list[tuple[int, int]]:
-        """Character spans of the assistant turns in ``text`` (the rendering of ``chat``).
+    def _rendered(self, dialog: Dialog) -> tuple[Chat, str, list[tuple[int, int]]]:
+        """The dialog's chat, its text as the backend renders it, and the assistant turns' spans in the text."""
+        chat = render_chat(dialog, self.tool_format)
+        tools = self.tool_format.template_tools(dialog.tools)
+        text = self._render(chat, tools, generation_prompt=False)
+        return chat, text, self.assistant_spans(chat, text, tools)
+
+    def assistant_spans(self, chat: Chat, text: str, tools: Schemas | None = None) -> list[tuple[int, int]]:
+        """Character spans of the assistant turns in ``text`` (the rendering of ``chat`` with the template's ``tools``).
 
         Each span starts where the backend's prompt for that turn ends and runs to the end of the turn
         (the template's trailing whitespace excluded). A template that rewrites earlier turns (so a prefix
@@ -121,8 +128,8 @@ class AgentSFTFormatter:
         for index, turn in enumerate(chat):
             if turn["role"] != "assistant":
                 continue
-            before = self._render(chat[:index], generation_prompt=True)
-            through = self._render(chat[: index + 1], generation_prompt=False).rstrip()
+            before = self._render(chat[:index], tools, generation_prompt=True)
+            through = self._render(chat[: index + 1], tools, generation_prompt=False).rstrip()
             if not (text.startswith(before) and text.startswith(through) and len(through) > len(before)):
                 raise ValueError(
                     f"the chat template does not render turn {index} as a prefix of the whole conversation; "
@@ -133,9 +140,7 @@ class AgentSFTFormatter:
 
     def format_dialog(self, dialog: Dialog) -> Sample:
         """``{"input_ids", "labels", "attention_mask", "task_type", "text"}``, cut to ``max_length`` tokens from the start."""
-        chat = render_chat(dialog, self.tool_role)
-        text = self._render(chat, generation_prompt=False)
-        spans = self.assistant_spans(chat, text)
+        _, text, spans = self._rendered(dialog)
         if dialog.turns[0]["role"] == "assistant" and not self.train_on_opening:
             spans = spans[1:]  # the harness's fixed greeting: part of the prompt at inference, never generated
         encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
@@ -160,9 +165,7 @@ class AgentSFTFormatter:
         Preference pairs need one prompt and two continuations: with ``first_turn=1`` the prompt is what the
         backend shows the agent after the harness's fixed greeting (turn 0), the completion everything after.
         """
-        chat = render_chat(dialog, self.tool_role)
-        text = self._render(chat, generation_prompt=False)
-        spans = self.assistant_spans(chat, text)
+        _, text, spans = self._rendered(dialog)
         if len(spans) <= first_turn:
             return None
         cut = spans[first_turn][0]

@@ -7,9 +7,8 @@ opening of the conversation, every ``<tool_call>`` it writes runs in its own fre
 ``AgentRewardModel`` and trl turns the scores of a task's group into advantages.
 
 Prompt (one row per task). Exactly what the harness's local backend renders for the assistant's first turn:
-the harness's own pieces build it (``runner.assistant_system_prompt`` with the domain policy, plus
-``toolcall.tool_prompt`` of the tools' real schemas, joined by ``local.system_prompt``; the turns by
-``local.chat_turns``): system, the harness's greeting (``runner.DEFAULT_FIRST_AGENT_MESSAGE``), and the
+the harness's own function builds it (``toolformat.PromptFormat.chat``: ``runner.assistant_system_prompt``
+with the domain policy plus ``toolcall.tool_prompt`` of the tools' real schemas, then the turns): system, the harness's greeting (``runner.DEFAULT_FIRST_AGENT_MESSAGE``), and the
 user's request. The request is what agentlab's scripted oracle user says first (``oracle.next_user_move``:
 ``reason_for_call`` plus ``known_info``), without the oracle's ``[task <id>]`` marker, which only lets its
 stateless server tell tasks apart and which no simulated user writes. A task's initial message history (tau2
@@ -39,8 +38,10 @@ Differences from the harness that remain:
   scores them as the harness would have run them (see the reward below).
 - The harness retries a malformed call once (``format_retries``) and trims the oldest turns past the context
   window; a rollout does neither. There is no user simulator: a rollout ends at the first text reply.
-- Models whose own template has a tool role (Qwen, ...) are rendered by the harness through that template;
-  this one always renders tool results as user turns (a warning says so).
+- Models whose own template has a tool role but no native tool calling are rendered by the harness through
+  that template; this one always renders tool results as user turns (a warning says so). A model the harness
+  prompts in its native tool format (Qwen2.5/3, Llama 3.x: ``toolformat.NativeFormat``) is refused: this
+  trainer's rollouts are in the prompt format, which that model never sees at inference.
 
 Environment (``environment_class(domain)``): one public method per tau2 tool, named after it, with the tool's
 parameters as keyword-only arguments (type hints from the tool's pydantic fields: nested models become
@@ -86,12 +87,13 @@ from tau2.data_model.tasks import Task
 from tau2.environment.environment import Environment
 from tau2.environment.tool import Tool
 
+from agentlab.config import ConfigError
 from agentlab.eval.domains import Tau2Domain
 from agentlab.eval.runner import DEFAULT_FIRST_AGENT_MESSAGE, assistant_system_prompt, initial_history
 from agentlab.eval.tools import convert_tau2_tool_to_function_tool, tool_schemas
-from agentlab.models.local import chat_turns, has_tool_role, system_prompt
 from agentlab.models.oracle import TASK_MARKER, next_user_move
 from agentlab.models.toolcall import parse_reply, render_call
+from agentlab.models.toolformat import PromptFormat, tool_format
 from agentlab.training.data import refuse_held_out
 from agentlab.training.reward import AgentRewardModel, RewardBreakdown, Trajectory, totals_logged
 from agentlab.training.trainers.base import LoraAlgorithm, TrainResult
@@ -161,7 +163,15 @@ def agentlab_chat_format(tokenizer: Any) -> Any:
     missing = [t for t in CHATML_TOKENS if t not in vocab]
     if missing:
         raise ValueError(f"rl_algo=grpo renders ChatML and needs the tokens {list(CHATML_TOKENS)}; the tokenizer lacks {missing}")
-    if has_tool_role(tokenizer):
+    own_format = tool_format(tokenizer)
+    if own_format.native:
+        raise ConfigError(
+            f"rl_algo=grpo trains in agentlab's prompt tool format, but the harness prompts {tokenizer.name_or_path!r} "
+            "in its family's native tool format (its chat template renders tools), so the rollouts would not be what "
+            "the model sees at evaluation; expected a model without native tool calling (e.g. model@agent=smollm2), "
+            "or rl_algo=sft / dpo, which train in the model's own format"
+        )
+    if own_format.tool_role:
         logger.warning(
             "The model's own chat template has a tool role: the harness renders tool results through it, while GRPO "
             "renders them as 'Tool result (...)' user turns, so its prompts will differ from the evaluation's"
@@ -196,13 +206,12 @@ def opening_messages(task: Task) -> list[Tau2Message]:
 
 def prompt_messages(task: Task, env: Environment) -> list[dict[str, str]]:
     """The conversational prompt the harness's local backend renders for the assistant's first turn."""
-    system = system_prompt(assistant_system_prompt(env.get_policy()), [], harness_tool_schemas(env))
     opening = [
         *initial_history(task),
         Message(role="assistant", contents=[Content.from_text(DEFAULT_FIRST_AGENT_MESSAGE)]),
         Message(role="user", contents=[Content.from_text(user_request(task))]),
     ]
-    return chat_turns(opening, system, tool_role=False)
+    return PromptFormat(tool_role=False).chat(opening, assistant_system_prompt(env.get_policy()), harness_tool_schemas(env))
 
 
 def task_rows(tasks: Sequence[Task], domain: str) -> list[dict[str, Any]]:
