@@ -77,3 +77,18 @@ def taxi_dialog() -> Dialog:
         {"role": "assistant", "content": "Booked taxi 42; take an umbrella."},
     ]
     return Dialog("taxi", "You are a helpful travel agent.", TOOLS, turns, ["get_weather", "book_taxi"], {})
+
+
+def qwen_template_tokenizer() -> Any:
+    """A fresh copy of SmolLM2's tokenizer carrying Qwen2.5's chat template as trl ships it (native tool calling).
+
+    SmolLM2's vocabulary has ChatML's ``<|im_start|>``/``<|im_end|>``, so the template renders real token ids.
+    """
+    from transformers import AutoTokenizer
+    from trl.chat_template_utils import qwen2_5_chat_template
+
+    from agentlab.models.smollm2 import smollm2_dir
+
+    fresh = AutoTokenizer.from_pretrained(smollm2_dir())
+    fresh.chat_template = qwen2_5_chat_template
+    return fresh
