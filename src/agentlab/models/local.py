@@ -34,12 +34,11 @@ from tau2.data_model.tasks import Task
 from agentlab.config import ConfigError, UserError
 from agentlab.models.base import ModelFactory, Role
 from agentlab.models.toolcall import ParsedReply
-from agentlab.models.toolformat import (  # noqa: F401 - chat_turns, has_tool_role, system_prompt: imported from here too
+from agentlab.models.toolformat import (  # noqa: F401 - chat_turns, system_prompt: also imported from here
     Chat,
     Schemas,
     ToolFormat,
     chat_turns,
-    has_tool_role,
     render,
     system_prompt,
     tool_format,
@@ -153,12 +152,12 @@ def _load(path: str, gguf_file: str | None, dtype: str, device: str, adapter: st
 
     torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
     tokenizer = AutoTokenizer.from_pretrained(path, gguf_file=gguf_file)
+    chosen = tool_format(tokenizer)  # before the weights: a tokenizer without a chat template fails fast
     model = AutoModelForCausalLM.from_pretrained(path, gguf_file=gguf_file, dtype=torch_dtype)
     if adapter:
         model = _with_adapter(model, path, adapter)
     model.to(_torch_device(device)).eval()
     context = getattr(model.config, "max_position_embeddings", None) or tokenizer.model_max_length
-    chosen = tool_format(tokenizer)
     stops = chosen.stop_strings
     return LoadedModel(
         model=model,
