@@ -26,7 +26,15 @@ from tqdm import tqdm
 
 from agentlab.config import ConfigError, UserError
 from agentlab.eval.metrics import summarize
-from agentlab.eval.results import REDONE_FILE, RESULTS_FILE, PairKey, ResultStore, pair_key, write_atomic, write_tau2_results
+from agentlab.eval.results import (
+    REDONE_FILE,
+    RESULTS_FILE,
+    PairKey,
+    ResultStore,
+    pair_key,
+    write_atomic,
+    write_tau2_results,
+)
 from agentlab.eval.runner import TaskRunner
 from agentlab.eval.tools import patch_env_set_state
 from agentlab.models.base import ChatModel
