@@ -93,5 +93,8 @@ def append_rows(path: Path, rows: Iterable[dict[str, Any]]) -> None:
 def write_atomic(path: Path, text: str) -> None:
     """Replace ``path`` with ``text`` so a reader never sees a half-written file."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
+    with tmp.open("w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
     os.replace(tmp, path)

@@ -13,6 +13,7 @@ import json
 import multiprocessing
 import time
 import traceback
+from collections import Counter
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -60,10 +61,11 @@ def select_tasks(tasks: list[Task], task_ids: list[str | int] | None, num_tasks:
     unknown = [str(i) for i in task_ids if str(i) not in by_id]
     if unknown:
         raise TaskSelectionError(f"task_ids {unknown} are not in the selected split; it has ids {sorted(by_id)[:20]}...")
-    ids = list(dict.fromkeys(str(i) for i in task_ids))
-    if len(ids) < len(task_ids):
-        repeated = sorted({str(i) for i in task_ids if [str(j) for j in task_ids].count(str(i)) > 1})
+    counts = Counter(str(i) for i in task_ids)
+    repeated = sorted(i for i, n in counts.items() if n > 1)
+    if repeated:
         logger.warning(f"task_ids lists {repeated} more than once; each task runs once per trial")
+    ids = list(counts)
     if num_tasks and num_tasks < len(ids):
         logger.info(f"task_ids names {len(ids)} tasks: num_tasks={num_tasks} does not apply")
     return [by_id[i] for i in ids]

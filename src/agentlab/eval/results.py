@@ -22,8 +22,7 @@ from agentlab.jsonl import append_rows, json_line, read_rows, write_atomic
 
 RESULTS_FILE = "results.jsonl"
 TAU2_FILE = "tau2_results.json"
-
-REDONE_FILE = "results.redone.jsonl"
+REDONE_FILE = "results.redone.jsonl"  # error rows a resume ran again, kept
 
 PairKey = tuple[str, int]
 # the OpenAI SDK's errors (after its retries) that mean the endpoint, key or model name was wrong or unreachable
