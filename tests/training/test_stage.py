@@ -191,9 +191,9 @@ def test_an_sft_round_with_nothing_kept_ends_cleanly(tiny_agent, tmp_path):
 
 
 def test_a_dpo_round_whose_rollouts_all_tie_trains_nothing(compose_cfg, tiny_agent, tmp_path, monkeypatch):
-    tied = [{"prompt": "p", "completion": c, "score": 0.5, "task_id": "1", "tau2_reward": 0.0, "source": "x"} for c in ("a", "b")]
+    tied = [{"dialog": {}, "score": 0.5, "task_id": "1", "tau2_reward": 0.0, "source": x} for x in ("a", "b")]
 
-    def scored(self, policy, reward, formatter, work_dir: Path) -> list[dict]:
+    def scored(self, policy, reward, work_dir: Path) -> list[dict]:
         work_dir.mkdir(parents=True, exist_ok=True)
         return tied
 

@@ -208,7 +208,7 @@ class TrainingData:
         if stage.rollouts is None or stage.reward is None:
             raise ValueError(f"rl_algo={stage.algo.name} scores rollouts: set stage.rollouts and reward=agent")
         path = self.run_dir / "rollouts" / SCORED_FILE
-        scored = stage.rollouts.scored(stage.model, stage.reward, self.formatter, self.run_dir / "rollouts")
+        scored = stage.rollouts.scored(stage.model, stage.reward, self.run_dir / "rollouts")
         write_atomic(path, "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in scored))
         self.counts["rollouts"] = len(scored)
         return scored
