@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 
 import pytest
-from sft_helpers import TOOLS, tokenizer
+from sft_helpers import TOOLS, qwen_template_tokenizer, tokenizer
 from transformers import AutoTokenizer
 
 from agentlab.models.smollm2 import smollm2_dir
@@ -124,6 +124,18 @@ def test_ties_and_runs_that_never_part_at_an_agent_turn_give_no_pair(formatter):
     user_first = _rollout([{"role": "user", "content": "hurry"}, *_bad().turns[2:]])  # a user turn parts them first
     assert formatter.turn_pair(_good(), user_first) is None
     assert "never parted at an agent turn (1 task(s)" in no_pairs_reason(_scored((_good(), 0.9, "p"), (same_agent, 0.2, "p")), 1)
+
+
+def test_a_native_tool_format_pairs_the_same_way():
+    native = AgentSFTFormatter(qwen_template_tokenizer(), max_length=4096)
+    assert type(native.tool_format).__name__ == "NativeFormat"
+    prompt, chosen, rejected = native.turn_pair(_good(), _bad())
+    assert prompt.endswith("What is the weather in Paris?<|im_end|>\n<|im_start|>assistant\n")
+    assert "get_weather" in chosen and chosen.endswith("<|im_end|>") and rejected == "I cannot help with the weather.<|im_end|>"
+    assert "GOODTOOL" not in chosen and "<|im_start|>" not in chosen + rejected
+    renamed = _good()
+    renamed.turns[2]["tool_calls"][0]["id"], renamed.turns[3]["tool_call_id"] = "zz", "zz"
+    assert native.turn_pair(_good(), renamed) is None
 
 
 def test_the_expert_against_a_failing_policy_is_a_pair(formatter):

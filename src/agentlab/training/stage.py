@@ -6,7 +6,7 @@ Hydra run dir:
 
     data/          the sources' own runs (the oracle's), samples.jsonl (the round's training list) and
                    sample_counts.json (how it was drawn)
-    rollouts/      the policy's and the expert's runs, scored.jsonl (preference training)
+    rollouts/      the policy's and the expert's runs, scored.jsonl (preference training), pairs.jsonl (DPO's pairs)
     checkpoints/   trainer checkpoints (a killed run resumes from the last complete one)
     adapter/       the trained LoRA adapter (peft format; start a later run from it with agent.adapter=...)
     train_result.json  written once the adapter is saved: a re-run evaluates it instead of training again

@@ -17,6 +17,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agentlab.jsonl import json_line, write_atomic
 from agentlab.training.data import Dialog
 from agentlab.training.trainers.base import LoraAlgorithm, NothingToTrain, TrainResult
 
@@ -88,6 +89,7 @@ class DPOAlgorithm(LoraAlgorithm):
         pairs, unsplit = preference_pairs(scored, data.formatter)
         data.counts["pairs"] = len(pairs)
         data.counts["pairs_unsplit"] = unsplit
+        write_atomic(data.run_dir / "rollouts" / "pairs.jsonl", "".join(json_line(pair) for pair in pairs))
         if not pairs:
             raise NothingToTrain(f"0 preference pairs: {no_pairs_reason(scored, unsplit)}")
         return self.train(data.model_path, pairs, output_dir, init_adapter)
