@@ -88,9 +88,13 @@ def test_dpo_stage_pairs_the_expert_against_the_policy(compose_cfg, tiny_agent, 
     summary = _run(cfg, tmp_path / "run")
     scored = [json.loads(line) for line in (tmp_path / "run" / "rollouts" / "scored.jsonl").read_text().splitlines()]
     assert len(scored) == 3 and [s["source"] for s in scored].count("oracle") == 1  # 2 policy rollouts + the expert
-    assert len({s["prompt"] for s in scored}) == 1  # same task, same opening: one prompt
+    assert len({s["task_id"] for s in scored}) == 1
     best = max(scored, key=lambda s: s["score"])
     assert best["source"] == "oracle" and best["tau2_reward"] == 1.0  # task 1 needs calls; task 0 (do nothing) would tie
+    (pair,) = [json.loads(line) for line in (tmp_path / "run" / "rollouts" / "pairs.jsonl").read_text().splitlines()]
+    assert pair["prompt"].endswith("<|im_start|>assistant\n") and pair["chosen"] != pair["rejected"]
+    for completion in (pair["chosen"], pair["rejected"]):  # one agent turn: nothing after its end-of-turn marker
+        assert completion.endswith("<|im_end|>") and completion.count("<|im_start|>") == 0
     assert summary["data/pairs"] == 1 and summary["train/steps"] == 1
     assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()
     assert "eval_base/avg_reward" not in summary and "eval_adapter/avg_reward" in summary
@@ -191,9 +195,9 @@ def test_an_sft_round_with_nothing_kept_ends_cleanly(tiny_agent, tmp_path):
 
 
 def test_a_dpo_round_whose_rollouts_all_tie_trains_nothing(compose_cfg, tiny_agent, tmp_path, monkeypatch):
-    tied = [{"prompt": "p", "completion": c, "score": 0.5, "task_id": "1", "tau2_reward": 0.0, "source": "x"} for c in ("a", "b")]
+    tied = [{"dialog": {}, "score": 0.5, "task_id": "1", "tau2_reward": 0.0, "source": x} for x in ("a", "b")]
 
-    def scored(self, policy, reward, formatter, work_dir: Path) -> list[dict]:
+    def scored(self, policy, reward, work_dir: Path) -> list[dict]:
         work_dir.mkdir(parents=True, exist_ok=True)
         return tied
 

@@ -7,12 +7,16 @@ import math
 from pathlib import Path
 
 import pytest
+from sft_helpers import TOOLS, qwen_template_tokenizer, tokenizer
 from transformers import AutoTokenizer
 
 from agentlab.models.smollm2 import smollm2_dir
 from agentlab.models.tiny import save_tiny_llama
+from agentlab.models.toolformat import render
+from agentlab.training.data import Dialog
+from agentlab.training.formatter import AgentSFTFormatter, render_chat
 from agentlab.training.trainers.base import NothingToTrain, last_checkpoint
-from agentlab.training.trainers.dpo import DPOAlgorithm, preference_pairs
+from agentlab.training.trainers.dpo import DPOAlgorithm, no_pairs_reason, preference_pairs
 from agentlab.training.trainers.sft import IGNORE_INDEX, SFTAlgorithm, to_trl_rows
 
 
@@ -54,17 +58,111 @@ def test_no_samples_is_nothing_to_train(tiny_base, tmp_path):
         SFTAlgorithm(max_steps=1).train(str(tiny_base), [], tmp_path)
 
 
-def test_preference_pairs_best_vs_worst_ties_dropped():
-    scored = [
-        {"prompt": "a", "completion": "good", "score": 0.9},
-        {"prompt": "a", "completion": "mid", "score": 0.5},
-        {"prompt": "a", "completion": "bad", "score": 0.1},
-        {"prompt": "b", "completion": "x", "score": 0.4},
-        {"prompt": "b", "completion": "y", "score": 0.4},
+GREETING = {"role": "assistant", "content": "Hi! How can I help you today?"}
+ASK = {"role": "user", "content": "What is the weather in Paris?"}
+
+
+def _rollout(turns: list[dict], task_id: str = "1") -> Dialog:
+    return Dialog(f"airline/{task_id}", "You are a helpful travel agent.", TOOLS, [GREETING, ASK, *turns], metadata={"task_id": task_id})
+
+
+def _good() -> Dialog:
+    return _rollout([
+        {"role": "assistant", "content": "", "tool_calls": [{"id": "e1", "name": "get_weather", "arguments": {"city": "Paris"}}]},
+        {"role": "tool", "content": "GOODTOOL sunny", "tool_call_id": "e1", "name": "get_weather"},
+        {"role": "assistant", "content": "It is sunny in Paris."},
+        {"role": "user", "content": "GOODUSER thanks"},
+    ])
+
+
+def _bad() -> Dialog:
+    return _rollout([
+        {"role": "assistant", "content": "I cannot help with the weather."},
+        {"role": "user", "content": "BADUSER please look it up"},
+        {"role": "assistant", "content": "", "tool_calls": [{"id": "c1", "name": "book_taxi", "arguments": {"to": "Paris"}}]},
+        {"role": "tool", "content": "BADTOOL booked", "tool_call_id": "c1", "name": "book_taxi"},
+    ])
+
+
+def _scored(*runs: tuple[Dialog, float, str]) -> list[dict]:
+    return [
+        {"dialog": dialog.to_dict(), "score": score, "task_id": dialog.metadata["task_id"], "tau2_reward": score, "source": source}
+        for dialog, score, source in runs
     ]
-    assert preference_pairs(scored) == [
-        {"prompt": "a", "chosen": "good", "rejected": "bad", "chosen_score": 0.9, "rejected_score": 0.1}
-    ]
+
+
+@pytest.fixture(scope="module")
+def formatter() -> AgentSFTFormatter:
+    return AgentSFTFormatter(tokenizer(), max_length=4096)
+
+
+def test_a_pair_is_the_first_agent_turn_where_two_runs_part(formatter):
+    (pair,), unsplit = preference_pairs(_scored((_bad(), 0.1, "policy"), (_good(), 0.9, "policy"), (_bad(), 0.5, "policy")), formatter)
+    assert unsplit == 0 and (pair["chosen_score"], pair["rejected_score"], pair["task_id"]) == (0.9, 0.1, "1")
+    shared = Dialog("airline/1", "You are a helpful travel agent.", TOOLS, [GREETING, ASK])
+    chat = render_chat(shared, formatter.tool_format)
+    tools = formatter.tool_format.template_tools(TOOLS)
+    assert pair["prompt"] == render(formatter.tokenizer, chat, tools, generation_prompt=True)  # the backend's prompt
+    assert pair["prompt"].endswith("What is the weather in Paris?<|im_end|>\n<|im_start|>assistant\n")
+    assert pair["chosen"] == '<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call><|im_end|>'
+    assert pair["rejected"] == "I cannot help with the weather.<|im_end|>"
+    # the same text as the SFT formatter's assistant span for that turn
+    _, text, spans = formatter._rendered(_good())
+    assert pair["prompt"] + pair["chosen"] == text[: spans[1][1]] and len(pair["prompt"]) == spans[1][0]
+    for completion in (pair["chosen"], pair["rejected"]):
+        assert not any(word in completion for word in ("GOODUSER", "BADUSER", "GOODTOOL", "BADTOOL", "sunny in Paris", "book_taxi"))
+
+
+def test_ties_and_runs_that_never_part_at_an_agent_turn_give_no_pair(formatter):
+    assert preference_pairs(_scored((_good(), 0.5, "policy"), (_bad(), 0.5, "policy")), formatter) == ([], 0)
+    same_agent = _good()
+    same_agent.turns[-1] = {"role": "user", "content": "OTHERUSER bye"}  # only the user simulator differs
+    assert preference_pairs(_scored((_good(), 0.9, "policy"), (same_agent, 0.2, "policy")), formatter) == ([], 1)
+    renamed = _good()  # the same moves, the call under another id: still the same agent turns
+    renamed.turns[2]["tool_calls"][0]["id"], renamed.turns[3]["tool_call_id"] = "zz", "zz"
+    assert preference_pairs(_scored((_good(), 0.9, "policy"), (renamed, 0.2, "policy")), formatter) == ([], 1)
+    user_first = _rollout([{"role": "user", "content": "hurry"}, *_bad().turns[2:]])  # a user turn parts them first
+    assert formatter.turn_pair(_good(), user_first) is None
+    assert "never parted at an agent turn (1 task(s)" in no_pairs_reason(_scored((_good(), 0.9, "p"), (same_agent, 0.2, "p")), 1)
+
+
+def test_a_native_tool_format_pairs_the_same_way():
+    native = AgentSFTFormatter(qwen_template_tokenizer(), max_length=4096)
+    assert type(native.tool_format).__name__ == "NativeFormat"
+    prompt, chosen, rejected = native.turn_pair(_good(), _bad())
+    assert prompt.endswith("What is the weather in Paris?<|im_end|>\n<|im_start|>assistant\n")
+    assert "get_weather" in chosen and chosen.endswith("<|im_end|>") and rejected == "I cannot help with the weather.<|im_end|>"
+    assert "GOODTOOL" not in chosen and "<|im_start|>" not in chosen + rejected
+    renamed = _good()
+    renamed.turns[2]["tool_calls"][0]["id"], renamed.turns[3]["tool_call_id"] = "zz", "zz"
+    assert native.turn_pair(_good(), renamed) is None
+
+
+def test_the_expert_against_a_failing_policy_is_a_pair(formatter):
+    scored = _scored((_bad(), 0.0, "policy"), (_bad(), 0.0, "policy"), (_good(), 1.0, "oracle"))
+    (pair,), _ = preference_pairs(scored, formatter)
+    assert "get_weather" in pair["chosen"] and pair["rejected"].startswith("I cannot help")
+
+
+def test_dpo_trains_on_the_agent_turn_tokens_only(tiny_base, formatter, tmp_path):
+    """trl's own tokenization of a pair: the prompt ids are the shared conversation, the completion ids the turn."""
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+
+    (pair,), _ = preference_pairs(_scored((_good(), 0.9, "oracle"), (_bad(), 0.1, "policy")), formatter)
+    rows = [{key: pair[key] for key in ("prompt", "chosen", "rejected")}] * 2
+    tok = formatter.tokenizer
+    trainer = DPOTrainer(
+        model=str(tiny_base), args=DPOConfig(output_dir=str(tmp_path), report_to=[], use_cpu=True, max_steps=1, per_device_train_batch_size=2),
+        train_dataset=Dataset.from_list(rows), processing_class=tok,
+    )
+    row = trainer.train_dataset[0]
+    assert tok.decode(row["prompt_ids"]) == pair["prompt"]
+    for key in ("chosen", "rejected"):
+        assert row[f"{key}_ids"] == tok(pair[key], add_special_tokens=False)["input_ids"]  # no EOS added, nothing merged
+        assert tok.decode(row[f"{key}_ids"]) == pair[key]
+    assert "GOODTOOL" not in tok.decode(row["chosen_ids"]) and "BADUSER" not in tok.decode(row["rejected_ids"])
+    assert trainer.train().global_step == 1
 
 
 def test_dpo_step_saves_an_adapter(tiny_base, tmp_path):

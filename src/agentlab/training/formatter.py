@@ -15,6 +15,10 @@ the model never generates it (``train_on_opening=True`` keeps it). The spans are
 in characters by rendering the chat up to each assistant turn (with and without it) and mapped to tokens
 through the tokenizer's offsets: a token belongs to a turn when it starts inside it.
 
+Preference pairs (``turn_pair``) cut two runs of one task the same way: the prompt is the backend's prompt
+for the first agent turn where they differ, and each completion is that one assistant span, so DPO's
+log-ratio covers the agent's own tokens only.
+
 Task types (seed 003's four), the first rule that holds:
 
 1. ``metadata["task_type"]``, when it names one of the four (external data may be labelled already);
@@ -81,6 +85,13 @@ def dialog_messages(dialog: Dialog) -> list[Message]:
 def render_chat(dialog: Dialog, fmt: ToolFormat) -> Chat:
     """The chat-template input the local backend builds for the whole dialog."""
     return fmt.chat(dialog_messages(dialog), dialog.system, dialog.tools)
+
+
+def _without_ids(turn: dict[str, Any]) -> dict[str, Any]:
+    """A chat turn without its call ids (two runs name the same call differently)."""
+    calls = [{k: v for k, v in call.items() if k != "id"} for call in turn.get("tool_calls") or []]
+    kept = {k: v for k, v in turn.items() if k not in ("tool_call_id", "tool_calls")}
+    return {**kept, "tool_calls": calls} if calls else kept
 
 
 def validate_task_weights(weights: Mapping[str, float]) -> dict[str, float]:
@@ -159,17 +170,42 @@ class AgentSFTFormatter:
             "text": text[:kept_chars],
         }
 
-    def prompt_and_completion(self, dialog: Dialog, first_turn: int = 1) -> tuple[str, str] | None:
-        """The dialog's text split where assistant turn ``first_turn`` starts (None when it has fewer turns).
+    def turn_pair(self, first: Dialog, second: Dialog) -> tuple[str, str, str] | None:
+        """Two runs of one task at the agent turn where they part: ``(prompt, first's turn, second's turn)``.
 
-        Preference pairs need one prompt and two continuations: with ``first_turn=1`` the prompt is what the
-        backend shows the agent after the harness's fixed greeting (turn 0), the completion everything after.
+        The two chats, as the backend renders them, are walked turn by turn (tool-call ids aside) to the
+        first turn that differs. When that turn is an assistant turn in both (not the opening greeting),
+        the prompt is the template's text with generation prompt over the shared turns (the backend's
+        prompt for that turn) and each completion is that one turn's text with the template's end-of-turn
+        marker, as ``assistant_spans`` cuts it. None when the runs never part at an agent turn: the same
+        agent turns throughout, or a first difference in a user, tool or system turn (or in one run's end),
+        or shared turns that render to different prompts.
         """
-        _, text, spans = self._rendered(dialog)
-        if len(spans) <= first_turn:
+        chats = [render_chat(dialog, self.tool_format) for dialog in (first, second)]
+        index = next(
+            (i for i, (a, b) in enumerate(zip(*chats, strict=False)) if _without_ids(a) != _without_ids(b)),
+            min(len(chat) for chat in chats),
+        )
+        if index >= min(len(chat) for chat in chats) or any(chat[index]["role"] != "assistant" for chat in chats):
             return None
-        cut = spans[first_turn][0]
-        return text[:cut], text[cut:]
+        opening = first.turns[0]["role"] == "assistant" and all(t["role"] == "system" for t in chats[0][:index])
+        if opening and not self.train_on_opening:
+            return None
+        prompts, turns = [], []
+        for dialog, chat in zip((first, second), chats, strict=True):
+            tools = self.tool_format.template_tools(dialog.tools)
+            before = self._render(chat[:index], tools, generation_prompt=True)
+            through = self._render(chat[: index + 1], tools, generation_prompt=False).rstrip()
+            if not (through.startswith(before) and len(through) > len(before)):
+                raise ValueError(
+                    f"the chat template does not render turn {index} as a continuation of its prompt; "
+                    "its prompts at inference differ from the training text, so it cannot be paired"
+                )
+            prompts.append(before)
+            turns.append(through[len(before) :])
+        if prompts[0] != prompts[1]:
+            return None
+        return prompts[0], turns[0], turns[1]
 
     def format_dialogs(self, dialogs: Sequence[Dialog]) -> list[Sample]:
         """Every dialog formatted; those left without an assistant token by truncation are dropped (and logged)."""

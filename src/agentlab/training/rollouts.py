@@ -18,7 +18,6 @@ from agentlab.eval.results import ResultStore
 from agentlab.models.base import ChatModel
 from agentlab.models.oracle import OracleModel
 from agentlab.training.data import dialogs_from_rows, refuse_held_out
-from agentlab.training.formatter import AgentSFTFormatter
 from agentlab.training.reward import AgentRewardModel, from_results_row
 from agentlab.training.trainers.base import NothingToTrain
 
@@ -50,21 +49,20 @@ class RolloutSampler:
             rows += self._rows(expert, work_dir / "expert", "expert")
         return rows
 
-    def scored(self, policy: ChatModel, reward: AgentRewardModel, formatter: AgentSFTFormatter, work_dir: Path) -> list[dict[str, Any]]:
-        """``[{prompt, completion, score, task_id, tau2_reward, source}]``: each run split after the greeting.
+    def scored(self, policy: ChatModel, reward: AgentRewardModel, work_dir: Path) -> list[dict[str, Any]]:
+        """``[{dialog, score, task_id, tau2_reward, source}]``: each run as the agent's dialog, with its score.
 
-        Error rows and runs with no agent turn after the greeting give no candidate.
+        ``dialog`` is the run as a ``Dialog`` dict (DPO cuts two runs of a task into a per-turn pair).
+        Error rows and runs with no agent turn after the opening one give no candidate.
         """
         finished = [row for row in self.rows(policy, work_dir) if not row.get("error")]
         dialogs = dialogs_from_rows(list(enumerate(finished, 1)), source=work_dir, min_reward=None)  # one per row
         candidates = []
         for row, dialog in zip(finished, dialogs, strict=True):
-            split = formatter.prompt_and_completion(dialog)
-            if split is None:
+            if not any(turn["role"] == "assistant" for turn in dialog.turns[1:]):
                 continue
             candidates.append({
-                "prompt": split[0],
-                "completion": split[1],
+                "dialog": dialog.to_dict(),
                 "score": reward.compute(from_results_row(row)).total,
                 "task_id": row["task_id"],
                 "tau2_reward": row["reward"],

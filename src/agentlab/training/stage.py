@@ -6,7 +6,7 @@ Hydra run dir:
 
     data/          the sources' own runs (the oracle's), samples.jsonl (the round's training list) and
                    sample_counts.json (how it was drawn)
-    rollouts/      the policy's and the expert's runs, scored.jsonl (preference training)
+    rollouts/      the policy's and the expert's runs, scored.jsonl (preference training), pairs.jsonl (DPO's pairs)
     checkpoints/   trainer checkpoints (a killed run resumes from the last complete one)
     adapter/       the trained LoRA adapter (peft format; start a later run from it with agent.adapter=...)
     train_result.json  written once the adapter is saved: a re-run evaluates it instead of training again
@@ -208,7 +208,7 @@ class TrainingData:
         if stage.rollouts is None or stage.reward is None:
             raise ValueError(f"rl_algo={stage.algo.name} scores rollouts: set stage.rollouts and reward=agent")
         path = self.run_dir / "rollouts" / SCORED_FILE
-        scored = stage.rollouts.scored(stage.model, stage.reward, self.formatter, self.run_dir / "rollouts")
+        scored = stage.rollouts.scored(stage.model, stage.reward, self.run_dir / "rollouts")
         write_atomic(path, "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in scored))
         self.counts["rollouts"] = len(scored)
         return scored

@@ -1,10 +1,14 @@
-"""``rl_algo=dpo``: LoRA DPO with trl's ``DPOTrainer`` on preference pairs made from scored rollouts.
+"""``rl_algo=dpo``: LoRA DPO with trl's ``DPOTrainer`` on preference pairs of agent turns from scored rollouts.
 
-Several rollouts per prompt are scored by the reward model; the best and the worst make a pair, and a
-prompt whose best and worst tie gives none (the seed's rule). A completion is the rest of a whole
-conversation after the agent's first own turn, as text: its user and tool turns are part of it, so DPO's
-log-ratio covers them too (trl's DPO has no per-turn mask); they differ between the two runs only where
-the agent's moves made them differ.
+Several rollouts per task (the policy's and, with ``include_expert``, the oracle's) are scored by the
+reward model; the best and the worst make a pair, and a task whose best and worst tie gives none (the
+seed's rule). The pair is one agent turn: the two conversations are walked to the first assistant turn
+where they differ (``AgentSFTFormatter.turn_pair``); the prompt is the backend's prompt for that turn (the
+shared conversation through the chat template, generation prompt included) and chosen / rejected are the
+better / worse run's turn (its text and calls, then the template's end-of-turn marker). So DPO's log-ratio
+covers only tokens the agent wrote; the user simulator's and the tools' text is context at most. Runs
+that never part at an agent turn (the same agent turns throughout, or a user or tool turn differs first)
+give no pair and are counted (``pairs_unsplit``).
 """
 
 from __future__ import annotations
@@ -13,40 +17,56 @@ from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agentlab.jsonl import json_line, write_atomic
+from agentlab.training.data import Dialog
 from agentlab.training.trainers.base import LoraAlgorithm, NothingToTrain, TrainResult
 
 if TYPE_CHECKING:
+    from agentlab.training.formatter import AgentSFTFormatter
     from agentlab.training.stage import TrainingData
 
 
-def preference_pairs(scored: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """``[{prompt, completion, score}]`` -> ``[{prompt, chosen, rejected, chosen_score, rejected_score}]``."""
-    by_prompt: dict[str, list[dict[str, Any]]] = defaultdict(list)
+def preference_pairs(scored: list[dict[str, Any]], formatter: AgentSFTFormatter) -> tuple[list[dict[str, Any]], int]:
+    """``[{dialog, score, task_id, ...}]`` -> (``[{prompt, chosen, rejected, chosen_score, rejected_score, task_id}]``,
+    how many tasks' best and worst differ in score but never part at an agent turn)."""
+    by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for rollout in scored:
-        by_prompt[rollout["prompt"]].append(rollout)
-    pairs = []
-    for prompt, rollouts in by_prompt.items():
+        by_task[str(rollout["task_id"])].append(rollout)
+    pairs, unsplit = [], 0
+    for task_id, rollouts in by_task.items():
         best = max(rollouts, key=lambda r: r["score"])
         worst = min(rollouts, key=lambda r: r["score"])
-        if best["score"] > worst["score"]:
-            pairs.append({
-                "prompt": prompt,
-                "chosen": best["completion"],
-                "rejected": worst["completion"],
-                "chosen_score": best["score"],
-                "rejected_score": worst["score"],
-            })
-    return pairs
+        if best["score"] <= worst["score"]:
+            continue
+        split = formatter.turn_pair(Dialog(**best["dialog"]), Dialog(**worst["dialog"]))
+        if split is None:
+            unsplit += 1
+            continue
+        prompt, chosen, rejected = split
+        pairs.append({
+            "prompt": prompt,
+            "chosen": chosen,
+            "rejected": rejected,
+            "chosen_score": best["score"],
+            "rejected_score": worst["score"],
+            "task_id": task_id,
+        })
+    return pairs, unsplit
 
 
-def no_pairs_reason(scored: list[dict[str, Any]]) -> str:
-    """Why ``scored`` gives no pair: no candidates at all, or each task's scores, every prompt's best tying its worst."""
+def no_pairs_reason(scored: list[dict[str, Any]], unsplit: int = 0) -> str:
+    """Why ``scored`` gives no pair: no candidates, or each task's scores (tied, or runs never parting at an agent turn)."""
     if not scored:
         return "no scored rollouts (every run ended in an error or without an agent turn)"
     by_task: dict[str, list[float]] = defaultdict(list)
     for rollout in scored:
         by_task[str(rollout.get("task_id"))].append(rollout["score"])
     rewards = "; ".join(f"task {task}: {', '.join(f'{s:.3g}' for s in scores)}" for task, scores in by_task.items())
+    if unsplit:
+        return (
+            f"every task's rollouts tied or never parted at an agent turn ({unsplit} task(s) whose best and worst run "
+            f"differ only in user, tool or later turns; rewards {rewards})"
+        )
     return f"every task's rollouts tied (rewards {rewards})"
 
 
@@ -64,10 +84,12 @@ class DPOAlgorithm(LoraAlgorithm):
         return self.fit(DPOTrainer, DPOConfig, rows, model_path, output_dir, init_adapter)
 
     def run(self, data: TrainingData, output_dir: Path, init_adapter: str | None) -> TrainResult:
-        """The stage's entry: pairs from the scored rollouts (the policy's and the expert's), then DPO."""
+        """The stage's entry: per-turn pairs from the scored rollouts (the policy's and the expert's), then DPO."""
         scored = data.scored_rollouts()
-        pairs = preference_pairs(scored)
+        pairs, unsplit = preference_pairs(scored, data.formatter)
         data.counts["pairs"] = len(pairs)
+        data.counts["pairs_unsplit"] = unsplit
+        write_atomic(data.run_dir / "rollouts" / "pairs.jsonl", "".join(json_line(pair) for pair in pairs))
         if not pairs:
-            raise NothingToTrain(f"0 preference pairs: {no_pairs_reason(scored)}")
+            raise NothingToTrain(f"0 preference pairs: {no_pairs_reason(scored, unsplit)}")
         return self.train(data.model_path, pairs, output_dir, init_adapter)
