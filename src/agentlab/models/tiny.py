@@ -1,7 +1,7 @@
 """Tiny random Llama and Qwen2 models over a real tokenizer's vocabulary: real prompts and token ids, negligible compute.
 
 For fast tests of model and training code and for benchmarks that time the pipeline, not the model
-(ANCHORS 4: builds, saves and generates in under a second).
+(each builds, saves and generates in under a second).
 """
 
 from __future__ import annotations
