@@ -22,12 +22,12 @@ from agentlab.models.local import (
     LocalChatClient,
     LocalHFModel,
     PrefixCache,
-    chat_turns,
     prompt_ids,
 )
 from agentlab.models.smollm2 import SmolLM2Model, smollm2_dir
 from agentlab.models.tiny import save_tiny_llama
 from agentlab.models.toolcall import render_call
+from agentlab.models.toolformat import chat_turns
 
 SYSTEM = "You are a calculator agent. Use the tools to add numbers for the user, then tell them the result."
 

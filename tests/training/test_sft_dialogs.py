@@ -20,7 +20,8 @@ from tau2.data_model.tasks import Task
 from agentlab.eval.results import RESULTS_FILE
 from agentlab.eval.runner import assistant_system_prompt
 from agentlab.models import oracle
-from agentlab.models.local import _instructions, chat_turns, request_tool_schemas, system_prompt
+from agentlab.models.local import _instructions, request_tool_schemas
+from agentlab.models.toolformat import chat_turns, system_prompt
 from agentlab.training import data
 from agentlab.training.data import (
     Dialog,

@@ -32,6 +32,7 @@ from agentlab.eval.results import (
     RESULTS_FILE,
     PairKey,
     ResultStore,
+    error_type,
     pair_key,
     write_atomic,
     write_tau2_results,
@@ -131,7 +132,7 @@ class Evaluation:
         store = ResultStore(run_dir)
         redone = store.redo_unattempted()
         if redone:
-            causes = sorted({row["error"].split(":", 1)[0] for row in redone})
+            causes = sorted({error_type(row) for row in redone})
             logger.warning(f"{len(redone)} error row(s) whose model was never reached ({', '.join(causes)}) run again; the old rows are in {REDONE_FILE}")
         done = store.finished()
         todo = [(t, trial) for trial in range(self.num_trials) for t in tasks if (t.id, trial) not in done]

@@ -7,6 +7,8 @@ from typing import Any
 
 from tau2.metrics.agent_metrics import is_successful, pass_hat_k
 
+from agentlab.eval.results import error_type
+
 
 def pass_k(rows: list[dict[str, Any]], num_trials: int) -> dict[int, float]:
     """pass^k for k = 1..num_trials, averaged over the tasks that have all ``num_trials`` trials."""
@@ -55,7 +57,7 @@ def summarize(rows: list[dict[str, Any]], num_trials: int, wall_time: float) -> 
         "pass^k": pass_k(rows, num_trials),
         "termination_reasons": dict(Counter(row.get("termination_reason") or "error" for row in rows)),
         "errors": sum(1 for row in rows if row.get("error")),
-        "error_causes": dict(Counter(row["error"].split(":", 1)[0] for row in rows if row.get("error"))),  # exception type -> pairs
+        "error_causes": dict(Counter(error_type(row) for row in rows if row.get("error"))),  # exception type -> pairs
         "input_tokens": usage.get("input_token_count", 0),
         "output_tokens": usage.get("output_token_count", 0),
         **tool_call_format(rows),

@@ -40,14 +40,19 @@ def pair_key(row: dict[str, Any]) -> PairKey:
     return str(row["task_id"]), int(row["trial"])
 
 
+def error_type(row: dict[str, Any]) -> str | None:
+    """The exception type an error row names (its ``error`` reads ``Type: message``); None for a finished run."""
+    error = row.get("error")
+    return error.split(":", 1)[0] if isinstance(error, str) else None
+
+
 def unattempted(row: dict[str, Any]) -> bool:
     """An error row whose model was never reached or answered (refused connection, bad key, no such model, ...).
 
     Such a pair says nothing about the agent: a later run with the cause fixed should play it. An error
     raised while the conversation was played or scored is a real attempt's failure and stays finished.
     """
-    error = row.get("error")
-    return isinstance(error, str) and error.split(":", 1)[0] in UNATTEMPTED_ERRORS
+    return error_type(row) in UNATTEMPTED_ERRORS
 
 
 def row_problem(row: Any) -> str | None:

@@ -204,16 +204,20 @@ class TaskRunner:
                 f"agent's system prompt and tool definitions ({exc}); raise window_tokens"
             ) from exc
 
+    def _assistant_setup(self, task: Task) -> tuple[Environment, list[FunctionTool], str]:
+        """A fresh task environment, the domain tools acting on it, and the assistant's system prompt."""
+        env = self.domain.environment(task)
+        tools = [convert_tau2_tool_to_function_tool(t, env) for t in env.get_tools()]
+        return env, tools, assistant_system_prompt(env.get_policy())
+
     def check_window(self, task: Task) -> None:
         """Fail before any pair runs when the window cannot even hold the system prompt and tools."""
-        env = self.domain.environment(task)
-        self._window(assistant_system_prompt(env.get_policy()), [convert_tau2_tool_to_function_tool(t, env) for t in env.get_tools()])
+        _, tools, prompt = self._assistant_setup(task)
+        self._window(prompt, tools)
 
     def assistant_agent(self, client: SupportsChatGetResponse, task: Task) -> tuple[Agent, SlidingWindowHistoryProvider]:
         """The assistant: domain tools (acting on a fresh task environment) and a token-bounded window."""
-        env = self.domain.environment(task)
-        tools = [convert_tau2_tool_to_function_tool(t, env) for t in env.get_tools()]
-        prompt = assistant_system_prompt(env.get_policy())
+        env, tools, prompt = self._assistant_setup(task)
         window = self._window(prompt, tools)
         config = getattr(client, "function_invocation_configuration", None)
         if isinstance(config, dict):

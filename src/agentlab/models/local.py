@@ -34,15 +34,7 @@ from tau2.data_model.tasks import Task
 from agentlab.config import ConfigError, UserError
 from agentlab.models.base import ModelFactory, Role
 from agentlab.models.toolcall import ParsedReply
-from agentlab.models.toolformat import (  # noqa: F401 - chat_turns, system_prompt: also imported from here
-    Chat,
-    Schemas,
-    ToolFormat,
-    chat_turns,
-    render,
-    system_prompt,
-    tool_format,
-)
+from agentlab.models.toolformat import Chat, Schemas, ToolFormat, render, tool_format
 
 MIN_REUSE_TOKENS = 16  # resuming from fewer shared tokens saves nothing and would evict another conversation's slot
 

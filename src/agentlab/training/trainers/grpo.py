@@ -21,7 +21,7 @@ both for multi-turn tool use. Inside the trainer only (``agentlab_chat_format``)
   the harness renders through SmolLM2's template: plain turns as SmolLM2 does (its default system line when
   there is none), an assistant turn's text and calls joined by newlines with each call in ``render_call``'s
   ``<tool_call>{"name": ..., "arguments": ...}</tool_call>`` form, tool results as the user turn
-  ``Tool result (<name>): <result>`` (one line per result of a reply, as ``local.chat_turns`` does for a model
+  ``Tool result (<name>): <result>`` (one line per result of a reply, as ``toolformat.chat_turns`` does for a model
   without a tool role), consecutive user/assistant turns merged with a blank line. It is prefix-preserving, as
   trl requires. It does not render ``tools``: the harness puts the tool prompt (``tool_prompt`` of the real
   schemas) into the system message, and so do the rows; trl's own schemas of the environment methods (below)
