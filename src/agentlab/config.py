@@ -32,6 +32,15 @@ class ConfigError(UserError):
     """A config value that cannot work; the message names the key and the allowed values."""
 
 
+def error_cause(exc: BaseException) -> str:
+    """``Type: message``, with the exception it came from when that says more (``Connection error.`` from what)."""
+    text = f"{type(exc).__name__}: {exc}"
+    cause = exc.__cause__ or exc.__context__
+    if cause is not None and str(cause) and str(cause) not in text:
+        text += f" (from {type(cause).__name__}: {cause})"
+    return text
+
+
 @dataclass(frozen=True)
 class Rule:
     """One key's constraint: a predicate and the words for what it allows."""

@@ -7,7 +7,8 @@ import json
 import pytest
 from tau2.data_model.simulation import Results
 
-from agentlab.eval.harness import Evaluation, TaskSelectionError, error_cause, select_tasks
+from agentlab.config import error_cause
+from agentlab.eval.harness import Evaluation, TaskSelectionError, select_tasks
 from agentlab.eval.results import RESULTS_FILE, TAU2_FILE
 from agentlab.eval.runner import TaskRunner
 from agentlab.models.base import ModelFactory

@@ -70,7 +70,7 @@ def scripted(model: LocalHFModel, replies: list[str]) -> list[str]:
     def generate(ids: list[int], max_new_tokens: int, temperature: float, top_p: float | None) -> Generation:
         prompts.append(tokenizer.decode(ids))
         text = replies[min(len(prompts), len(replies)) - 1]
-        return Generation(text=text, prompt_tokens=len(ids), new_tokens=len(tokenizer(text)["input_ids"]))
+        return Generation(text=text, prompt_ids=list(ids), new_ids=tokenizer(text)["input_ids"])
 
     model.generate = generate  # type: ignore[method-assign]
     return prompts

@@ -1,44 +1,82 @@
-"""rl_algo=grpo: trl's GRPOTrainer with the tau2 tools as its environment, on a tiny random Llama (SmolLM2's tokenizer).
+"""rl_algo=grpo on whole conversations: harness episodes as trl rollouts, only the policy's tokens trained.
 
 The mock tau2 domain keeps it fast; its task ``update_task_1`` has one gold call,
-``update_task_status(task_id="task_1", status="completed")``, and ``task_1`` starts ``pending``.
+``update_task_status(task_id="task_1", status="completed")``, and ``task_1`` starts ``pending``. The user below
+speaks several times (the oracle's user states the task once and stops), so every episode is multi-turn.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
-import math
 from pathlib import Path
+from typing import Any
 
 import pytest
+import trl
+from agent_framework import ChatResponse, Content, Message
+from sft_helpers import qwen_template_tokenizer
+from tau2.user.base import STOP
 from transformers import AutoTokenizer
-from transformers.utils import get_json_schema
-from trl import GRPOTrainer
-from trl.chat_template_utils import is_chat_template_prefix_preserving, parse_response, supports_tool_calling
 
+from agentlab.config import ConfigError
 from agentlab.eval.domains import Tau2Domain
-from agentlab.eval.runner import TaskRunner
+from agentlab.eval.harness import Evaluation
+from agentlab.eval.results import ResultStore
+from agentlab.eval.runner import TaskRunner, assistant_system_prompt
+from agentlab.eval.tools import convert_tau2_tool_to_function_tool, tool_schemas
+from agentlab.models.base import ModelFactory
 from agentlab.models.local import Generation, LocalHFModel
-from agentlab.models.oracle import OracleModel
+from agentlab.models.oracle import OracleChatClient, OracleModel, user_opening
 from agentlab.models.smollm2 import smollm2_dir
-from agentlab.models.tiny import save_tiny_llama
+from agentlab.models.tiny import save_tiny_llama, save_tiny_qwen2
 from agentlab.models.toolcall import render_call
+from agentlab.training.episodes import EpisodeRollout, episode_tokens
 from agentlab.training.reward import AgentRewardModel
-from agentlab.training.trainers.grpo import (
-    GRPOAlgorithm,
-    RolloutReward,
-    agentlab_chat_format,
-    environment_class,
-    prompt_messages,
-    rollout_trajectory,
-    task_rows,
-    user_request,
-)
+from agentlab.training.trainers.grpo import GRPOAlgorithm, task_rows
 
 LORA = {"r": 2, "alpha": 4, "target_modules": ["q_proj", "v_proj"]}
-GOLD = ("update_task_status", {"task_id": "task_1", "status": "completed"})
-WRONG = ("update_task_status", {"task_id": "task_1", "status": "pending"})
+CONFIRM = "Yes, please go ahead."
+THANKS = "Thanks, that is all."
+ASK = "Shall I mark task_1 as completed?"
+DONE = "Done: task_1 is completed."
+CALL = render_call("update_task_status", {"task_id": "task_1", "status": "completed"})
+
+
+class ConfirmingUser(ModelFactory):
+    """A scripted user that speaks several times: the task, a confirmation, thanks, then stop."""
+
+    name = "confirming-user"
+
+    def client(self, task: Any, role: str) -> Any:
+        return _ConfirmingClient(task, "user")
+
+
+class _ConfirmingClient(OracleChatClient):
+    async def _inner_get_response(self, *, messages: list[Message], **kwargs: Any) -> Any:
+        said = sum(1 for m in messages if m.role == "assistant")  # the user's own turns, as it sees them
+        text = [user_opening(self.task), CONFIRM, THANKS][said] if said < 3 else STOP
+        return ChatResponse(messages=[Message(role="assistant", contents=[Content.from_text(text)])], model=self.name)
+
+    name = "confirming-user"
+
+
+class ScriptedPolicy(LocalHFModel):
+    """The harness's local backend with the replies of a policy that asks, calls, then reports; every prompt kept.
+
+    Tokens are what a model would sample: the reply's tokens, then end-of-turn for a text reply (a call stops
+    at ``</tool_call>``), each with a made-up logprob.
+    """
+
+    def __init__(self, path: str, prompts: list[list[int]]) -> None:
+        super().__init__(path, prefix_cache_slots=0)
+        self.prompts = prompts
+
+    def generate(self, prompt_ids: list[int], max_new_tokens: int, temperature: float, top_p: float | None) -> Generation:
+        tokenizer = self.load().tokenizer
+        self.prompts.append(list(prompt_ids))
+        seen = tokenizer.decode(prompt_ids)
+        text = ASK if CONFIRM not in seen else CALL if "Tool result (update_task_status)" not in seen else DONE
+        new_ids = tokenizer(text, add_special_tokens=False)["input_ids"] + ([] if text == CALL else [tokenizer.convert_tokens_to_ids("<|im_end|>")])
+        return Generation(text=text, prompt_ids=list(prompt_ids), new_ids=new_ids, logprobs=[-0.5] * len(new_ids))
 
 
 @pytest.fixture(scope="module")
@@ -47,196 +85,180 @@ def tiny_base(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def mock_tasks() -> dict:
-    return {t.id: t for t in Tau2Domain("mock").tasks(None)}
+def task():
+    return {t.id: t for t in Tau2Domain("mock").tasks(None)}["update_task_1"]
 
 
-@pytest.fixture(scope="module")
-def tokenizer():
-    return agentlab_chat_format(AutoTokenizer.from_pretrained(smollm2_dir()))
+def _runner(temperature: float = 0.0) -> TaskRunner:
+    return TaskRunner(Tau2Domain("mock"), max_steps=12, assistant_sampling_temperature=temperature)
 
 
-def _call(name: str, arguments: dict) -> dict:
-    return {"type": "function", "function": {"name": name, "arguments": arguments}}
+def _rollout(policy: LocalHFModel, task, user: ModelFactory) -> tuple[Any, dict[str, list[Any]]]:
+    rollout = EpisodeRollout(_runner(), policy, user, [task], loaded=policy.load())
+    output = rollout([task.id], trainer=None)
+    return output["rollout"][0], output
 
 
-def _rollout(env_cls, task, replies: list[dict]):
-    """Play ``replies`` as trl's tool loop does: each parsed call runs on the environment (trl answers an unknown
-    tool itself), its result follows."""
-    env = env_cls()
-    env.reset(task=task.model_dump_json(), prompt=[])
-    completion = []
-    for reply in replies:
-        completion.append(reply)
-        for tool_call in reply.get("tool_calls") or []:
-            name, method = tool_call["function"]["name"], getattr(type(env), tool_call["function"]["name"], None)
-            result = method(env, **tool_call["function"]["arguments"]) if method else str({"error": f"Tool {name} not found."})
-            completion.append({"role": "tool", "name": name, "content": result})
-    return env, completion
+def _conversation(messages: list[dict[str, Any]]) -> list[tuple]:
+    """A tau2 conversation without what differs between runs (call ids, times): roles, texts, calls, results."""
+    return [
+        (m["role"], m.get("content"), [(c["name"], c["arguments"]) for c in m.get("tool_calls") or []])
+        for m in messages
+    ]
 
 
-# ---------------------------------------------------------------- the chat format
+# ---------------------------------------------------------------- the episode as tokens
 
 
-def test_template_is_prefix_preserving_and_a_rendered_call_parses_back(tokenizer):
-    plain = AutoTokenizer.from_pretrained(smollm2_dir())
-    assert not supports_tool_calling(plain)  # SmolLM2's own template drops calls: why GRPO swaps it
-    assert supports_tool_calling(tokenizer) and is_chat_template_prefix_preserving(tokenizer)
-
-    head = [{"role": "system", "content": "S"}, {"role": "user", "content": "mark task_1 done"}]
-    prompt = tokenizer.apply_chat_template(head, tokenize=False, add_generation_prompt=True)
-    full = tokenizer.apply_chat_template([*head, {"role": "assistant", "content": "", "tool_calls": [_call(*GOLD)]}], tokenize=False)
-    reply = full[len(prompt):]
-    assert full.startswith(prompt) and reply == render_call(*GOLD) + "<|im_end|>\n"  # the harness's call form
-
-    ids = tokenizer(reply, add_special_tokens=False)["input_ids"]
-    parsed = parse_response(tokenizer, ids, prefix=tokenizer(prompt, add_special_tokens=False)["input_ids"])
-    assert parsed["tool_calls"] == [_call(*GOLD)] and parsed["content"] == ""
-    broken = tokenizer('<tool_call>{"name": "update_task_status", "arguments": {</tool_call><|im_end|>', add_special_tokens=False)["input_ids"]
-    assert "tool_calls" not in parse_response(tokenizer, broken, prefix=[])  # unparseable: kept as text
+def test_episode_tokens_mark_only_replies_kept_verbatim() -> None:
+    kept = Generation("a", prompt_ids=[1, 2, 3], new_ids=[4, 5], logprobs=[-1.0, -2.0])
+    retried = Generation("x", prompt_ids=[1, 2, 3, 4, 5, 6, 99], new_ids=[7], logprobs=[-3.0])  # not in the conversation
+    last = Generation("b", prompt_ids=[1, 2, 3, 4, 5, 6, 7], new_ids=[8, 9], logprobs=[-4.0, -5.0])
+    tokens = episode_tokens([kept, retried, last], filler=0)
+    assert tokens.prompt_ids == [1, 2, 3]
+    assert tokens.completion_ids == [4, 5, 6, 7, 8, 9]
+    assert tokens.env_mask == [1, 1, 0, 0, 1, 1]  # 6 and 7 come from outside (user/tool text, template)
+    assert tokens.logprobs == [-1.0, -2.0, 0.0, 0.0, -4.0, -5.0]
+    assert (tokens.aligned_turns, tokens.unaligned_turns) == (2, 1)
+    empty = episode_tokens([], filler=0)
+    assert empty.completion_ids == [0] and empty.env_mask == [0]
 
 
-class _Recorder(LocalHFModel):
-    """The harness's local backend with scripted replies; keeps every prompt it is asked to continue."""
-
-    def __init__(self, path: str, replies: list[str]) -> None:
-        super().__init__(path, prefix_cache_slots=0)
-        self.replies, self.prompts = list(replies), []
-
-    def generate(self, prompt_ids, max_new_tokens, temperature, top_p) -> Generation:
-        self.prompts.append(self.load().tokenizer.decode(prompt_ids))
-        return Generation(text=self.replies.pop(0) if self.replies else "Done.", prompt_tokens=len(prompt_ids), new_tokens=1)
+# ---------------------------------------------------------------- the rollout is the harness's episode
 
 
-def _harness_prompts(tiny_base: Path, task, replies: list[str]) -> list[str]:
-    recorder = _Recorder(str(tiny_base), replies)
-    runner = TaskRunner(Tau2Domain("mock"), max_steps=6)
-    asyncio.run(runner.run(task, recorder.client(task, "assistant"), OracleModel().client(task, "user")))
-    return [p.replace(f"[task {task.id}] ", "") for p in recorder.prompts]  # the oracle's marker, dropped by GRPO
+def test_the_rollout_plays_the_harness_episode_turn_for_turn(tiny_base, task, tmp_path) -> None:
+    harness_prompts: list[list[int]] = []
+    harness = Evaluation(_runner(), ScriptedPolicy(str(tiny_base), harness_prompts), ConfirmingUser(), task_split=None, task_ids=[task.id], progress=False)
+    harness(tmp_path, config={}, name="harness", group="test")
+    row = ResultStore(tmp_path).rows[0]
+
+    rollout_prompts: list[list[int]] = []
+    rollout, output = _rollout(ScriptedPolicy(str(tiny_base), rollout_prompts), task, ConfirmingUser())
+
+    assert rollout_prompts == harness_prompts and len(harness_prompts) == 4  # ask, call, report, after thanks
+    played = [m.model_dump(mode="json") for m in rollout.played.simulation.messages]
+    assert _conversation(played) == _conversation(row["messages"])
+    assert rollout.played.reward == row["reward"] == 1.0
+    roles = [m["role"] for m in row["messages"]]
+    assert roles.count("user") == 4 and "tool" in roles  # several user turns and a tool result
+
+    stats = output["rollout_stats"][0]
+    assert stats["rollout/user_turns"] == 4 and stats["rollout/tool_calls"] == 1 and stats["rollout/unaligned_turns"] == 0
 
 
-@pytest.mark.parametrize("task_id", ["update_task_1", "update_task_with_message_history"])
-def test_prompts_are_the_harness_prompts(tiny_base, tokenizer, mock_tasks, task_id):
-    task = mock_tasks[task_id]
-    two_calls = [_call("update_task_status", {"task_id": "nope", "status": "completed"}), _call(*GOLD)]
-    reply = "\n".join(render_call(c["function"]["name"], c["function"]["arguments"]) for c in two_calls)
-    first, second = _harness_prompts(tiny_base, task, [reply, "Done."])[:2]
-
-    prompt = prompt_messages(task, Tau2Domain("mock").environment(task))
-    assert prompt[-1] == {"role": "user", "content": user_request(task)} and "[task" not in user_request(task)
-    assert tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True) == first
-
-    _, completion = _rollout(environment_class("mock"), task, [{"role": "assistant", "content": "", "tool_calls": two_calls}])
-    assert tokenizer.apply_chat_template([*prompt, *completion], tokenize=False, add_generation_prompt=True) == second
+def test_env_mask_is_one_exactly_on_the_policy_s_sampled_tokens(tiny_base, task) -> None:
+    rollout, output = _rollout(ScriptedPolicy(str(tiny_base), []), task, ConfirmingUser())
+    tokenizer = AutoTokenizer.from_pretrained(tiny_base)
+    completion, mask = output["completion_ids"][0], output["env_mask"][0]
+    trained = [t for t, m in zip(completion, mask, strict=True) if m]
+    assert trained == [t for g in rollout.generations for t in g.new_ids]
+    assert tokenizer.decode(trained) == f"{ASK}<|im_end|>{CALL}{DONE}<|im_end|>{DONE}<|im_end|>"
+    untrained = tokenizer.decode([t for t, m in zip(completion, mask, strict=True) if not m])
+    for outside in (CONFIRM, THANKS, "Tool result (update_task_status)", '"status": "completed"'):
+        assert outside in untrained  # the user's and the tool's text are there, never trained
+    assert [lp for lp, m in zip(output["logprobs"][0], mask, strict=True) if m] == [-0.5] * len(trained)
 
 
-# ---------------------------------------------------------------- environment and reward
+def test_the_reward_is_tau2_s_on_the_episode_with_the_reward_model_s_terms(tiny_base, task) -> None:
+    from agentlab.training.episodes import EpisodeReward
+
+    rollout, output = _rollout(ScriptedPolicy(str(tiny_base), []), task, ConfirmingUser())
+    logged: dict[str, float] = {}
+    reward = EpisodeReward(AgentRewardModel(), "mock")
+    totals = reward([task.id], ["x"], rollout=output["rollout"], rollout_stats=output["rollout_stats"], log_metric=logged.__setitem__)
+    assert totals == [AgentRewardModel().compute(rollout.trajectory("mock")).total]
+    assert logged["agent_reward/task_completion"] == 1.0 and logged["rollout/tau2_reward"] == 1.0
+    assert logged["rollout/user_turns"] == 4.0
 
 
-def test_environment_methods_carry_the_tool_schema_and_run_real_calls(mock_tasks):
-    env_cls = environment_class("mock")
-    env = env_cls()
-    schema = get_json_schema(env.update_task_status)["function"]
-    assert schema["name"] == "update_task_status" and schema["description"] == "Update the status of a task."
-    assert schema["parameters"]["required"] == ["task_id", "status"]
-    assert schema["parameters"]["properties"]["status"] == {
-        "type": "string", "enum": ["pending", "completed"], "description": "The new status of the task"
+def test_the_embedded_model_can_be_the_user(tiny_base, task) -> None:
+    user = LocalHFModel(str(smollm2_dir()), max_new_tokens=12)
+    rollout, output = _rollout(ScriptedPolicy(str(tiny_base), []), task, user)
+    assert rollout.error == ""
+    users = [m for m in rollout.played.simulation.messages if m.role == "user"]
+    assert len(users) >= 2 and all(m.content for m in users)  # SmolLM2 answered after the opening, in its own words
+    assert sum(output["env_mask"][0]) == sum(len(g.new_ids) for g in rollout.generations)
+
+
+def test_a_native_tool_format_policy_is_prompted_as_the_harness_prompts_it(tmp_path, task) -> None:
+    path = save_tiny_qwen2(qwen_template_tokenizer(), tmp_path / "qwen", 4096)
+    policy = LocalHFModel(str(path), max_new_tokens=4, prefix_cache_slots=0)
+    rollout, output = _rollout(policy, task, OracleModel())
+    tokenizer = policy.load().tokenizer
+    first = rollout.generations[0]
+    env = Tau2Domain("mock").environment(task)
+    schemas = tool_schemas([convert_tau2_tool_to_function_tool(t, env) for t in env.get_tools()])
+    chat = [
+        {"role": "system", "content": assistant_system_prompt(env.get_policy())},
+        {"role": "assistant", "content": "Hi! How can I help you today?"},
+        {"role": "user", "content": user_opening(task)},
+    ]
+    assert first.prompt_ids == tokenizer.apply_chat_template(chat, tools=schemas, add_generation_prompt=True)["input_ids"]
+    assert output["prompt_ids"][0] == first.prompt_ids[: len(output["prompt_ids"][0])]
+
+
+# ---------------------------------------------------------------- GRPO with trl
+
+
+def _grpo(**overrides: Any) -> GRPOAlgorithm:
+    settings = {
+        "runner": _runner(temperature=1.0),
+        "user": ConfirmingUser(),
+        "lora": LORA,
+        "concurrency": 2,
+        "num_generations": 2,
+        "per_device_train_batch_size": 2,
+        "max_steps": 1,
+        "temperature": 1.0,
+        "learning_rate": 1e-3,
+        "logging_steps": 1,
+        "save_steps": 50,
+        "gradient_checkpointing": False,
     }
-
-    env.reset(task=mock_tasks["update_task_1"].model_dump_json())
-    assert env._env.tools.db.tasks["task_1"].status == "pending"
-    assert json.loads(env.update_task_status(task_id="task_1", status="completed"))["status"] == "completed"
-    assert env._env.tools.db.tasks["task_1"].status == "completed"
-    assert env.update_task_status(task_id="nope", status="completed") == "Error: Task nope not found"  # text, not raised
-    assert [(call.name, result.error) for call, result in env._records] == [("update_task_status", False), ("update_task_status", True)]
-
-    env.reset(task=mock_tasks["update_task_1"].model_dump_json())  # a fresh environment per rollout
-    assert env._env.tools.db.tasks["task_1"].status == "pending" and env._records == []
+    return GRPOAlgorithm(**{**settings, **overrides})
 
 
-def test_the_gold_call_outscores_wrong_calls_and_format_errors(mock_tasks):
-    env_cls, task, model = environment_class("mock"), mock_tasks["update_task_1"], AgentRewardModel()
-    done = {"role": "assistant", "content": "Task task_1 is completed."}
+def test_a_grpo_step_trains_only_the_policy_s_tokens(tiny_base, task, tmp_path, monkeypatch) -> None:
+    seen: list[dict[str, Any]] = []
+    original = trl.GRPOTrainer.compute_loss
 
-    def score(*replies):
-        env, completion = _rollout(env_cls, task, list(replies))
-        trajectory = rollout_trajectory(env, completion)
-        return model.compute(trajectory), trajectory
+    def compute_loss(self, model, inputs, *args, **kwargs):
+        seen.append({k: inputs[k].clone() for k in ("completion_ids", "completion_mask", "tool_mask", "advantages")})
+        return original(self, model, inputs, *args, **kwargs)
 
-    gold, gold_trajectory = score({"role": "assistant", "content": "", "tool_calls": [_call(*GOLD)]}, done)
-    wrong, _ = score({"role": "assistant", "content": "", "tool_calls": [_call(*WRONG)]}, done)
-    broken, broken_trajectory = score({"role": "assistant", "content": '<tool_call>{"name": "update_task_status", "arguments": {</tool_call>'})
-    unknown, _ = score({"role": "assistant", "content": "", "tool_calls": [_call("delete_all_tasks", {})]})
-    assert gold.total == 1.0 and gold.terms["task_completion"] == 1.0
-    assert [m.role for m in gold_trajectory.messages] == ["assistant", "user", "assistant", "tool", "assistant"]
-    assert wrong.terms["task_completion"] == 0.0 and math.isclose(wrong.total, 0.6)  # every other term is 1
-    assert broken_trajectory.format_errors == 1 and unknown.penalties["format_error"] == -0.1
-    assert gold.total > wrong.total > broken.total
+    monkeypatch.setattr(trl.GRPOTrainer, "compute_loss", compute_loss)
+    result = _grpo().train(ScriptedPolicy(str(tiny_base), []), [task], tmp_path)
 
-    # the rollout's last reply: an untagged call (trl's parser ignores it, the harness's runs it) runs at scoring
-    untagged, untagged_trajectory = score({"role": "assistant", "content": json.dumps({"name": GOLD[0], "arguments": GOLD[1]})})
-    assert untagged.terms["task_completion"] == 1.0 and untagged_trajectory.messages[-1].role == "tool"
-    # a reply with a good and an unknown call: a format error (the harness would retry it), the good call left out
-    mixed, mixed_trajectory = score({"role": "assistant", "content": "", "tool_calls": [_call(*GOLD), _call("delete_all_tasks", {})]})
-    assert mixed_trajectory.format_errors == 1 and mixed.terms["task_completion"] == 0.0
-    assert [m.role for m in mixed_trajectory.messages] == ["assistant", "user", "assistant"]
-
-    reward = RolloutReward(model)  # as trl calls it: one score per rollout, terms logged
-    logged = {}
-    envs_and_completions = [_rollout(env_cls, task, [{"role": "assistant", "content": "", "tool_calls": [_call(*c)]}, done]) for c in (GOLD, WRONG)]
-    totals = reward(
-        prompts=[[], []], completions=[c for _, c in envs_and_completions], environments=[e for e, _ in envs_and_completions],
-        task=[task.model_dump_json()] * 2, log_metric=logged.__setitem__,
-    )
-    assert totals == pytest.approx([1.0, 0.6]) and logged["agent_reward/task_completion"] == 0.5
+    assert (result.adapter_dir / "adapter_config.json").is_file() and result.metrics["train/steps"] == 1.0
+    assert result.metrics["train/tau2_reward"] == 1.0 and result.metrics["train/user_turns"] == 4.0
+    assert result.metrics["train/unaligned_turns"] == 0.0
+    tokenizer = AutoTokenizer.from_pretrained(tiny_base)
+    batch = seen[0]
+    for ids, attention, mask in zip(batch["completion_ids"], batch["completion_mask"], batch["tool_mask"], strict=True):
+        trained = tokenizer.decode(ids[(attention * mask).bool()])
+        assert trained == f"{ASK}<|im_end|>{CALL}{DONE}<|im_end|>{DONE}<|im_end|>"  # the policy's turns, nothing else
+        outside = tokenizer.decode(ids[(attention * (1 - mask)).bool()])
+        assert CONFIRM in outside and THANKS in outside and "Tool result (update_task_status)" in outside
 
 
-def test_rows_are_one_conversational_prompt_per_task_and_test_tasks_are_refused(tmp_path, mock_tasks, airline):
-    rows = task_rows([mock_tasks["update_task_1"], mock_tasks["create_task_1"]], "mock")
-    assert [json.loads(r["task"])["id"] for r in rows] == ["update_task_1", "create_task_1"]
-    assert [m["role"] for m in rows[0]["prompt"]] == ["system", "assistant", "user"]
-    assert "# Tools" in rows[0]["prompt"][0]["content"] and "update_task_status" in rows[0]["prompt"][0]["content"]
+def test_a_grpo_step_samples_the_live_policy(tiny_base, task, tmp_path) -> None:
+    """The tiny random model really samples (logprobs recorded); its gibberish replies the user answers until it stops."""
+    result = _grpo().train(LocalHFModel(str(tiny_base), max_new_tokens=6), [task], tmp_path)
+    assert (result.adapter_dir / "adapter_config.json").is_file()
+    assert result.metrics["train/user_turns"] == 4.0 and result.metrics["train/agent_turns"] >= 3
+    assert result.metrics["train/policy_tokens"] > 0
 
+
+def test_rows_are_task_ids_and_the_temperatures_must_agree(task) -> None:
+    assert task_rows([task]) == [{"prompt": "update_task_1"}]
+    with pytest.raises(ConfigError, match="assistant_sampling_temperature"):
+        GRPOAlgorithm(runner=_runner(temperature=0.0), user=OracleModel(), temperature=1.0)
+
+
+def test_test_tasks_are_refused(tiny_base, tmp_path) -> None:
+    airline = Tau2Domain("airline")
+    algo = GRPOAlgorithm(runner=TaskRunner(airline, assistant_sampling_temperature=1.0), user=OracleModel(), temperature=1.0)
     with pytest.raises(ValueError, match="held-out 'test' split"):
-        GRPOAlgorithm(max_steps=1).train("/nonexistent-model", airline.tasks("test")[:1], "airline", tmp_path)
+        algo.train(LocalHFModel(str(tiny_base)), airline.tasks("test")[:1], tmp_path)
 
-
-# ---------------------------------------------------------------- training
-
-
-def test_one_grpo_step_saves_an_adapter(tiny_base, mock_tasks, tmp_path):
-    algo = GRPOAlgorithm(
-        lora=LORA, num_generations=2, per_device_train_batch_size=2, max_completion_length=16, max_tool_calling_iterations=2,
-        max_steps=1, save_steps=1, logging_steps=1,
-    )
-    result = algo.train(str(tiny_base), [mock_tasks["update_task_1"]], "mock", tmp_path)
-    config = json.loads((result.adapter_dir / "adapter_config.json").read_text())
-    assert config["r"] == 2 and (result.adapter_dir / "adapter_model.safetensors").is_file()
-    assert result.metrics["train/steps"] == 1 and all(math.isfinite(v) for v in result.metrics.values())
-    assert 0.0 <= result.metrics["train/reward"] <= 1.0
-
-
-def test_a_scripted_group_runs_its_calls_through_trl_and_is_scored(tiny_base, mock_tasks, tmp_path, monkeypatch, tokenizer):
-    """Generation scripted (a random model never calls a tool): the gold call, then the wrong one; both then answer."""
-    first_turn = [render_call(*GOLD) + "<|im_end|>", render_call(*WRONG) + "<|im_end|>"]
-    seen: list[str] = []
-
-    def scripted(trainer, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
-        texts = [trainer.processing_class.decode(ids) for ids in prompt_ids]
-        seen.extend(texts)
-        replies = ["Task updated.<|im_end|>"] * len(texts) if "Tool result (" in texts[0] else first_turn
-        return [trainer.processing_class(r, add_special_tokens=False)["input_ids"] for r in replies], None
-
-    monkeypatch.setattr(GRPOTrainer, "_generate_single_turn", scripted)
-    algo = GRPOAlgorithm(
-        lora=LORA, num_generations=2, per_device_train_batch_size=2, max_completion_length=256, max_tool_calling_iterations=2,
-        max_steps=1, save_steps=1, logging_steps=1,
-    )
-    task = mock_tasks["update_task_1"]
-    result = algo.train(str(tiny_base), [task], "mock", tmp_path)
-
-    assert result.metrics["train/tool_calls_per_rollout"] == 1.0
-    assert result.metrics["train/reward"] == pytest.approx(0.8) and result.metrics["train/reward_std"] > 0.1  # 1.0 and 0.6
-    _, completion = _rollout(environment_class("mock"), task, [{"role": "assistant", "content": "", "tool_calls": [_call(*GOLD)]}])
-    expected = tokenizer.apply_chat_template([*prompt_messages(task, Tau2Domain("mock").environment(task)), *completion], tokenize=False, add_generation_prompt=True)
-    assert expected in seen  # trl's token-level continuation = the template's (= the harness's) rendering

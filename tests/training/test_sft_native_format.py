@@ -1,15 +1,13 @@
-"""SFT and GRPO on a native tool-format model: a tiny random Qwen2 with Qwen2.5's chat template."""
+"""SFT on a native tool-format model: a tiny random Qwen2 with Qwen2.5's chat template."""
 
 from __future__ import annotations
 
 import pytest
 from sft_helpers import TOOLS, qwen_template_tokenizer, weather_dialog
 
-from agentlab.config import ConfigError
 from agentlab.models.local import Generation, LocalHFModel
 from agentlab.models.tiny import save_tiny_qwen2
 from agentlab.training.formatter import IGNORE_INDEX, AgentSFTFormatter, dialog_messages
-from agentlab.training.trainers.grpo import agentlab_chat_format
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +26,7 @@ def test_sft_tokens_are_the_harness_prompts_plus_the_replies(qwen_model: LocalHF
 
     def generate(ids: list[int], *_: object) -> Generation:
         prompts.append(ids)
-        return Generation(text="ok", prompt_tokens=len(ids), new_tokens=1)
+        return Generation(text="ok", prompt_ids=list(ids), new_ids=[0])
 
     qwen_model.generate = generate  # type: ignore[method-assign]
     client = qwen_model.client(None, "agent")
@@ -52,7 +50,3 @@ def test_sft_tokens_are_the_harness_prompts_plus_the_replies(qwen_model: LocalHF
     parsed = formatter.tool_format.parse(replies[0].removesuffix("<|im_end|>"), prompts[0], TOOLS)
     assert parsed.calls == [("get_weather", {"city": "Paris"})] and parsed.format_error is None
 
-
-def test_grpo_refuses_a_native_format_model() -> None:
-    with pytest.raises(ConfigError, match="native tool format"):
-        agentlab_chat_format(qwen_template_tokenizer())

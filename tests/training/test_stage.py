@@ -139,7 +139,7 @@ def test_compare_puts_models_side_by_side():
 def test_grpo_stage_trains_on_the_training_tasks(compose_cfg, tiny_agent, tmp_path):
     cfg = compose_cfg(
         "+experiment=rl_airline", "rl_algo=grpo", *_small(tiny_agent, tmp_path), "stage.train_task_ids=[1]",
-        "stage.compare_base=false", "rl_algo.max_completion_length=16",
+        "stage.compare_base=false",
     )
     summary = _run(cfg, tmp_path / "run")
     assert summary["algo"] == "grpo" and summary["data/tasks"] == 1 and summary["train/steps"] == 1

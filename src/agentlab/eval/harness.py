@@ -21,11 +21,10 @@ from typing import Any
 from loguru import logger
 from rich.console import Console
 from rich.table import Table
-from tau2.data_model.simulation import RewardInfo, SimulationRun
 from tau2.data_model.tasks import Task
 from tqdm import tqdm
 
-from agentlab.config import ConfigError, UserError
+from agentlab.config import ConfigError, UserError, error_cause
 from agentlab.eval.metrics import summarize
 from agentlab.eval.results import (
     REDONE_FILE,
@@ -72,24 +71,11 @@ def select_tasks(tasks: list[Task], task_ids: list[str | int] | None, num_tasks:
     return [by_id[i] for i in ids]
 
 
-def error_cause(exc: BaseException) -> str:
-    """``Type: message``, with the exception it came from when that says more (``Connection error.`` from what)."""
-    text = f"{type(exc).__name__}: {exc}"
-    cause = exc.__cause__ or exc.__context__
-    if cause is not None and str(cause) and str(cause) not in text:
-        text += f" (from {type(cause).__name__}: {cause})"
-    return text
-
-
 def _init_evaluator(patch_env: bool) -> None:
     import agentlab  # noqa: F401 - sets the offline environment and quiet logging in the worker
 
     if patch_env:
         patch_env_set_state()
-
-
-def _evaluate(runner: TaskRunner, task: Task, simulation: SimulationRun) -> RewardInfo:
-    return runner.evaluate(task, simulation)
 
 
 class Evaluation:
@@ -206,10 +192,7 @@ class Evaluation:
         base = {"id": task.id, "task_id": task.id, "trial": trial, "config": self.model_config(), "task": task.model_dump(mode="json")}
         started = time.perf_counter()
         try:
-            episode = await self.runner.run(task, self.agent.client(task, "agent"), self.user.client(task, "user"))
-            simulation = episode.simulation(trial)
-            loop = asyncio.get_running_loop()
-            reward_info = await loop.run_in_executor(executor, _evaluate, self.runner, task, simulation)
+            played = await self.runner.play(task, trial, self.agent.client(task, "agent"), self.user.client(task, "user"), executor)
         except UserError:  # a wrong adapter or config fails every pair alike: end the run with its message
             raise
         except Exception as exc:  # noqa: BLE001 - one task's failure must not end the run: it becomes an error row
@@ -221,11 +204,11 @@ class Evaluation:
                 "evaluation": {"reward": 0.0},
                 "duration": time.perf_counter() - started,
             }
-        simulation.reward_info = reward_info
+        episode, simulation = played.episode, played.simulation
         return {
             **base,
-            "reward": reward_info.reward,
-            "evaluation": reward_info.model_dump(mode="json"),
+            "reward": played.reward,
+            "evaluation": simulation.reward_info.model_dump(mode="json"),
             "termination_reason": episode.termination_reason.value,
             "messages": [m.model_dump(mode="json") for m in simulation.messages],
             "simulation": simulation.model_dump(mode="json"),

@@ -15,9 +15,11 @@ orchestrator the run ends with ``too_many_errors`` once ``max_errors`` tool resu
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
@@ -114,6 +116,23 @@ class Episode:
             messages=convert_agent_framework_messages_to_tau2_messages(self.conversation),
             trial=trial,
         )
+
+
+@dataclass
+class ScoredEpisode:
+    """One played and scored (task, trial): the episode and tau2's record of it, ``reward_info`` set."""
+
+    episode: Episode
+    simulation: SimulationRun
+
+    @property
+    def reward(self) -> float:
+        return self.simulation.reward_info.reward if self.simulation.reward_info else 0.0
+
+
+def score(runner: TaskRunner, task: Task, simulation: SimulationRun) -> RewardInfo:
+    """``runner.evaluate`` as a module function, so a process pool can run it."""
+    return runner.evaluate(task, simulation)
 
 
 def _now() -> str:
@@ -283,6 +302,22 @@ class TaskRunner:
             window_truncated=window.truncated,
             format_errors=getattr(assistant_client, "format_errors", 0),
         )
+
+    async def play(
+        self,
+        task: Task,
+        trial: int,
+        assistant_client: SupportsChatGetResponse,
+        user_client: SupportsChatGetResponse,
+        executor: Executor | None = None,
+    ) -> ScoredEpisode:
+        """Play and score one (task, trial); nothing is written. tau2's evaluator runs in ``executor``
+        (None: the event loop's default threads), so scoring overlaps other episodes' turns."""
+        episode = await self.run(task, assistant_client, user_client)
+        simulation = episode.simulation(trial)
+        loop = asyncio.get_running_loop()
+        simulation.reward_info = await loop.run_in_executor(executor, score, self, task, simulation)
+        return ScoredEpisode(episode=episode, simulation=simulation)
 
     def _out_of_steps(self, steps: int) -> TerminationReason | None:
         return TerminationReason.MAX_STEPS if steps >= self.max_steps else None

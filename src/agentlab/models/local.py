@@ -41,12 +41,25 @@ MIN_REUSE_TOKENS = 16  # resuming from fewer shared tokens saves nothing and wou
 
 @dataclass
 class Generation:
-    """One generate call: the decoded reply and what it cost."""
+    """One generate call: the decoded reply, its tokens and what it cost.
+
+    ``logprobs`` (one per new token, under the sampling distribution) only when the backend records them
+    (a training policy does; evaluation does not pay for them).
+    """
 
     text: str
-    prompt_tokens: int
-    new_tokens: int
+    prompt_ids: list[int]
+    new_ids: list[int]
     reused_tokens: int = 0
+    logprobs: list[float] | None = None
+
+    @property
+    def prompt_tokens(self) -> int:
+        return len(self.prompt_ids)
+
+    @property
+    def new_tokens(self) -> int:
+        return len(self.new_ids)
 
 
 @dataclass
@@ -140,15 +153,23 @@ def _with_adapter(model: Any, base: str, adapter: str) -> Any:
 
 def _load(path: str, gguf_file: str | None, dtype: str, device: str, adapter: str | None = None) -> LoadedModel:
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteriaList, StopStringCriteria
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
     tokenizer = AutoTokenizer.from_pretrained(path, gguf_file=gguf_file)
-    chosen = tool_format(tokenizer)  # before the weights: a tokenizer without a chat template fails fast
+    tool_format(tokenizer)  # before the weights: a tokenizer without a chat template fails fast
     model = AutoModelForCausalLM.from_pretrained(path, gguf_file=gguf_file, dtype=torch_dtype)
     if adapter:
         model = _with_adapter(model, path, adapter)
     model.to(_torch_device(device)).eval()
+    return loaded_model(model, tokenizer)
+
+
+def loaded_model(model: Any, tokenizer: Any) -> LoadedModel:
+    """Weights already in memory (a trainer's live policy, say) with what generation needs beside them."""
+    from transformers import StoppingCriteriaList, StopStringCriteria
+
+    chosen = tool_format(tokenizer)
     context = getattr(model.config, "max_position_embeddings", None) or tokenizer.model_max_length
     stops = chosen.stop_strings
     return LoadedModel(
@@ -195,6 +216,7 @@ class LocalHFModel(ModelFactory):
         self.reused_tokens = 0
         self.prefill_tokens = 0
         self.generations = 0
+        self.record_logprobs = False  # a training policy sets it: its rollouts need each token's sampling logprob
         self._loaded: LoadedModel | None = None
         self._load_lock = threading.Lock()
         self._generate_lock = threading.Lock()
@@ -211,6 +233,15 @@ class LocalHFModel(ModelFactory):
         clone.cache_hits = clone.reused_tokens = clone.prefill_tokens = clone.generations = 0
         clone._loaded = None
         clone._load_lock, clone._generate_lock = threading.Lock(), threading.Lock()
+        return clone
+
+    def serving(self, loaded: LoadedModel) -> LocalHFModel:
+        """This config's generation settings over weights already in memory (a trainer's live policy),
+        recording each sampled token's logprob; a fresh prefix cache (cached keys and values belong to the
+        weights they were computed with)."""
+        clone = self.with_adapter(None)
+        clone._loaded = loaded
+        clone.record_logprobs = True
         return clone
 
     def load(self) -> LoadedModel:
@@ -245,7 +276,7 @@ class LocalHFModel(ModelFactory):
         with self._generate_lock:
             taken = self.prefix_cache.take(prompt_ids) if self.prefix_cache is not None else None
             reused, cache = taken if taken is not None else (0, self._new_cache(loaded))
-            new_ids = _decode(loaded, prompt_ids, cache, max_new_tokens, temperature, top_p)
+            new_ids, logprobs = _decode(loaded, prompt_ids, cache, max_new_tokens, temperature, top_p, self.record_logprobs)
             if self.prefix_cache is not None:
                 self.prefix_cache.put((prompt_ids + new_ids)[: cache.get_seq_length()], cache)
             self.generations += 1
@@ -253,7 +284,7 @@ class LocalHFModel(ModelFactory):
             self.reused_tokens += reused
             self.prefill_tokens += len(prompt_ids) - reused
         text = loaded.tokenizer.decode(new_ids, skip_special_tokens=True)
-        return Generation(text=text, prompt_tokens=len(prompt_ids), new_tokens=len(new_ids), reused_tokens=reused)
+        return Generation(text=text, prompt_ids=list(prompt_ids), new_ids=new_ids, reused_tokens=reused, logprobs=logprobs)
 
     def _new_cache(self, loaded: LoadedModel) -> Any:
         if self.prefix_cache is None:
@@ -264,9 +295,17 @@ class LocalHFModel(ModelFactory):
 
 
 def _decode(
-    loaded: LoadedModel, prompt_ids: list[int], cache: Any, max_new_tokens: int, temperature: float, top_p: float | None
-) -> list[int]:
-    """The new token ids; greedy at temperature 0. A cache holding a prefix of the prompt skips its prefill."""
+    loaded: LoadedModel,
+    prompt_ids: list[int],
+    cache: Any,
+    max_new_tokens: int,
+    temperature: float,
+    top_p: float | None,
+    with_logprobs: bool = False,
+) -> tuple[list[int], list[float] | None]:
+    """The new token ids (greedy at temperature 0) and, when asked, each one's log-probability under the
+    distribution it was drawn from (temperature and top-p applied). A cache holding a prefix of the prompt
+    skips its prefill."""
     import torch
 
     tokenizer = loaded.tokenizer
@@ -285,9 +324,16 @@ def _decode(
         kwargs.update(temperature=temperature, top_p=top_p or 1.0)
     if cache is not None:
         kwargs["past_key_values"] = cache
+    if with_logprobs:
+        kwargs.update(output_scores=True, return_dict_in_generate=True)
     with torch.inference_mode():
         output = loaded.model.generate(**kwargs)
-    return output[0, len(prompt_ids) :].tolist()
+    if not with_logprobs:
+        return output[0, len(prompt_ids) :].tolist(), None
+    new_ids = output.sequences[0, len(prompt_ids) :]
+    scores = torch.stack(output.scores)[:, 0].float().log_softmax(-1)
+    logprobs = scores.gather(-1, new_ids[: len(scores), None]).squeeze(-1)
+    return new_ids.tolist(), logprobs.tolist()
 
 
 def request_tool_schemas(options: dict[str, Any]) -> list[dict[str, Any]]:
@@ -335,6 +381,7 @@ class LocalChatClient(FunctionInvocationLayer, BaseChatClient):
         self.backend = backend
         self.model = backend.name  # agent-framework reads ``client.model`` as the model name
         self.format_errors = 0  # malformed tool calls in this conversation (the harness reports them)
+        self.generations: list[Generation] = []  # every generate call of this conversation, retries included
 
     async def _inner_get_response(self, *, messages: list[Message], stream: bool, options: Any, **kwargs: Any) -> Any:
         if stream:
@@ -355,6 +402,7 @@ class LocalChatClient(FunctionInvocationLayer, BaseChatClient):
             ids = prompt_ids(loaded.tokenizer, chat, limit, tools)
             generation = self.backend.generate(ids, max_new, temperature, options.get("top_p"))
             attempts.append(generation)
+            self.generations.append(generation)
             parsed = loaded.tool_format.parse(generation.text, ids, schemas)
             if parsed.format_error is None:
                 self.format_errors += len(attempts) - 1
