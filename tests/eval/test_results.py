@@ -79,3 +79,20 @@ def test_summary_counts_errors_reasons_and_tokens():
     assert summary["avg_reward"] == 0.5 and summary["errors"] == 1
     assert summary["termination_reasons"] == {"user_stop": 1, "error": 1}
     assert (summary["input_tokens"], summary["output_tokens"]) == (10, 3)
+
+
+def test_bootstrap_interval_covers_the_mean_and_shrinks_with_agreement() -> None:
+    from agentlab.eval.metrics import bootstrap_interval
+
+    spread = {str(i): [float(i % 2)] * 4 for i in range(10)}  # half the tasks solved, every trial alike
+    mean, low, high = bootstrap_interval(spread)
+    assert mean == 0.5 and 0.15 < low < 0.5 < high < 0.85
+    assert bootstrap_interval({str(i): [1.0, 1.0] for i in range(5)}) == (1.0, 1.0, 1.0)
+    noisy = {str(i): [0.0, 1.0] for i in range(10)}  # every task a coin flip: only the trials vary
+    _, low, high = bootstrap_interval(noisy)
+    assert low < 0.5 < high
+
+    gain, low, high = bootstrap_interval({"a": [1.0, 1.0], "b": [1.0, 1.0]}, baseline_by_task={"a": [0.0, 0.0], "b": [1.0, 1.0]})
+    assert gain == 0.5 and low == 0.0 and high == 1.0  # paired: the same tasks are drawn for both runs
+    with pytest.raises(ValueError, match="not in the baseline"):
+        bootstrap_interval({"a": [1.0]}, baseline_by_task={"b": [1.0]})

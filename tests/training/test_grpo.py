@@ -262,3 +262,20 @@ def test_test_tasks_are_refused(tiny_base, tmp_path) -> None:
     with pytest.raises(ValueError, match="held-out 'test' split"):
         algo.train(LocalHFModel(str(tiny_base)), airline.tasks("test")[:1], tmp_path)
 
+
+
+def test_a_user_simulator_that_cannot_be_built_fails_before_training(tiny_base, task, tmp_path) -> None:
+    algo = _grpo(user=LocalHFModel(str(tmp_path / "no-such-model")))
+    with pytest.raises(ConfigError, match=r"rl_algo\.user\.path=.*no such file or folder"):
+        algo.train(LocalHFModel(str(tiny_base)), [task], tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # nothing was started
+
+
+def test_expert_data_needs_tasks_with_gold_actions(tmp_path, monkeypatch) -> None:
+    from agentlab.training.data import expert_dialogs
+
+    tasks = Tau2Domain.tasks
+    monkeypatch.setattr(Tau2Domain, "tasks", lambda self, split: [t.model_copy(update={"evaluation_criteria": None}) for t in tasks(self, split)])
+    with pytest.raises(ConfigError, match=r"train_data=expert: task\(s\) \['create_task_1'\] of domain mock have no evaluation criteria"):
+        expert_dialogs("mock", None, num_tasks=1, run_dir=tmp_path)
+    assert not any(tmp_path.iterdir())

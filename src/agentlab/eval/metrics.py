@@ -63,3 +63,52 @@ def summarize(rows: list[dict[str, Any]], num_trials: int, wall_time: float) -> 
         **tool_call_format(rows),
         "wall_time_s": round(wall_time, 2),
     }
+
+
+
+def bootstrap_interval(
+    rewards_by_task: dict[str, list[float]],
+    baseline_by_task: dict[str, list[float]] | None = None,
+    samples: int = 10_000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """(mean, low, high): the mean reward over tasks and its percentile bootstrap interval; with a
+    ``baseline_by_task``, the mean per-task gain over it (paired: the same tasks are drawn for both).
+
+    Two-level resampling, as the noise has two sources: tasks are drawn with replacement, and each drawn
+    task's trials are drawn with replacement within it (each run's separately). A task's value is the mean of
+    its resampled trials; the statistic is the mean of those over tasks.
+    """
+    import numpy as np
+
+    ids = [t for t, r in rewards_by_task.items() if r]
+    if not ids:
+        raise ValueError("no rewards to bootstrap")
+    runs = [rewards_by_task] if baseline_by_task is None else [rewards_by_task, baseline_by_task]
+    missing = [t for t in ids if any(not run.get(t) for run in runs)]
+    if missing:
+        raise ValueError(f"tasks {missing} have rewards in one run but not in the baseline")
+    rng = np.random.default_rng(seed)
+    drawn = rng.integers(0, len(ids), size=(samples, len(ids)))
+    signs = [1.0, -1.0]
+    point, stats = 0.0, np.zeros(samples)
+    for sign, run in zip(signs, runs, strict=False):
+        tasks = [np.asarray(run[t], dtype=float) for t in ids]
+        point += sign * float(np.mean([t.mean() for t in tasks]))
+        stats += sign * _resampled_task_means(tasks, drawn, rng).mean(axis=1)
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(stats, [tail, 100 - tail])
+    return point, float(low), float(high)
+
+
+def _resampled_task_means(tasks: list[Any], drawn: Any, rng: Any) -> Any:
+    """For each bootstrap sample (row of ``drawn``: task indices), the drawn tasks' means of resampled trials."""
+    import numpy as np
+
+    means = np.empty(drawn.shape)
+    for index, trials in enumerate(tasks):
+        rows, columns = np.nonzero(drawn == index)
+        picks = rng.integers(0, len(trials), size=(len(rows), len(trials)))
+        means[rows, columns] = trials[picks].mean(axis=1)
+    return means

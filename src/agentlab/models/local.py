@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,7 @@ class Generation:
     new_ids: list[int]
     reused_tokens: int = 0
     logprobs: list[float] | None = None
+    seconds: float = 0.0  # wall time of the call, waiting for the model included
 
     @property
     def prompt_tokens(self) -> int:
@@ -273,6 +275,7 @@ class LocalHFModel(ModelFactory):
     ) -> Generation:
         """Continue ``prompt_ids`` (blocking, one call at a time), resuming from the best prefix-cache slot."""
         loaded = self.load()
+        started = time.perf_counter()
         with self._generate_lock:
             taken = self.prefix_cache.take(prompt_ids) if self.prefix_cache is not None else None
             reused, cache = taken if taken is not None else (0, self._new_cache(loaded))
@@ -284,7 +287,8 @@ class LocalHFModel(ModelFactory):
             self.reused_tokens += reused
             self.prefill_tokens += len(prompt_ids) - reused
         text = loaded.tokenizer.decode(new_ids, skip_special_tokens=True)
-        return Generation(text=text, prompt_ids=list(prompt_ids), new_ids=new_ids, reused_tokens=reused, logprobs=logprobs)
+        seconds = time.perf_counter() - started
+        return Generation(text=text, prompt_ids=list(prompt_ids), new_ids=new_ids, reused_tokens=reused, logprobs=logprobs, seconds=seconds)
 
     def _new_cache(self, loaded: LoadedModel) -> Any:
         if self.prefix_cache is None:

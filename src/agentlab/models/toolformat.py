@@ -12,8 +12,9 @@ tool parser), or it scores differently locally than served. So the tokenizer dec
   spelled out in the system prompt (``toolcall.tool_prompt``), past calls are written as text
   (``toolcall.render_call``) and replies are read by the lenient ``toolcall.parse_reply``.
 
-Both the harness (``local.LocalChatClient``) and training (``training.formatter``, ``trainers.grpo``) build
-chats and text through these objects, so training tokens are the tokens the model sees at inference.
+Both the harness (``local.LocalChatClient``, which GRPO's rollouts also play through) and training
+(``training.formatter``) build chats and text through these objects, so training tokens are the tokens the
+model sees at inference.
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ from typing import Any
 
 from tau2.data_model.tasks import Task
 
-from agentlab.config import UserError
+from agentlab.config import ConfigError, UserError
 from agentlab.eval.domains import Tau2Domain
 from agentlab.eval.harness import Evaluation
 from agentlab.eval.results import RESULTS_FILE, write_atomic
@@ -397,6 +397,13 @@ def expert_dialogs(
     )
     tasks = evaluation.tasks()
     refuse_held_out(tasks, tau2_domain, split)
+    ungraded = [t.id for t in tasks if t.evaluation_criteria is None]
+    if ungraded:
+        raise ConfigError(
+            f"train_data=expert: task(s) {ungraded[:10]} of domain {domain} have no evaluation criteria, so there are no "
+            "gold actions for the oracle to demonstrate; select tasks that have them (stage.train_task_ids) or train "
+            "from train_data=results / dialogs_file"
+        )
     wanted = {t.id for t in tasks}
 
     def run(directory: Path) -> list[Dialog]:

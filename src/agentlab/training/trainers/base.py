@@ -164,7 +164,7 @@ class LoraAlgorithm:
     ) -> TrainResult:
         """Build the trl trainer on ``rows``, train (resuming if a checkpoint exists), save the adapter.
 
-        ``trainer_kwargs`` go to the trainer's constructor as well (GRPO's ``reward_funcs``, ``environment_factory``).
+        ``trainer_kwargs`` go to the trainer's constructor as well (GRPO's ``reward_funcs``, ``rollout_func``).
         """
         import torch
         from datasets import Dataset

@@ -17,6 +17,7 @@ conversation did not keep verbatim, hence not trained) and ``rollout/errors``.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -108,6 +109,7 @@ class GRPOAlgorithm(LoraAlgorithm):
         from trl import GRPOConfig, GRPOTrainer
 
         refuse_held_out(list(tasks), self.runner.domain, None)
+        self.preflight(tasks)
         recorder = _log_recorder()
         rollout = EpisodeRollout(self.runner, settings, self.user, tasks, self.concurrency)
         result = self.fit(
@@ -126,6 +128,20 @@ class GRPOAlgorithm(LoraAlgorithm):
         extra = {name: _mean_logged(recorder.logs, key) for name, key in LOGGED.items()}
         result.metrics.update({k: v for k, v in extra.items() if v is not None})
         return result
+
+    def preflight(self, tasks: Sequence[Task]) -> None:
+        """Before the model loads: the window holds the prompt and tools, and the user simulator is reached once
+        (a wrong path, URL or key fails here, named by its key, instead of failing every episode)."""
+        if tasks:
+            self.runner.check_window(tasks[0])
+
+        async def reach() -> None:
+            try:
+                await self.user.preflight("rl_algo.user")
+            finally:
+                await self.user.aclose()
+
+        asyncio.run(reach())
 
     def run(self, data: TrainingData, output_dir: Path, init_adapter: str | None) -> TrainResult:
         """The stage's entry: GRPO on the stage's training tasks, starting from the stage's model settings."""
