@@ -43,9 +43,12 @@ def _records(data: bytes) -> list[bytes]:
 
 
 def read_offline_run(run_dir: Path) -> dict[str, Any]:
-    """``{"group", "job_type", "name", "project", "config", "summary", "artifacts"}`` of ``run_dir/wandb/offline-run-*``."""
+    """``{"group", "job_type", "name", "project", "config", "summary", "artifacts", "history"}`` of ``run_dir/wandb/offline-run-*``.
+
+    ``history``: each logged name -> its ``(step, value)`` rows, in order.
+    """
     [path] = list(Path(run_dir).glob("wandb/offline-run-*/run-*.wandb"))
-    out: dict[str, Any] = {"config": {}, "summary": {}, "artifacts": []}
+    out: dict[str, Any] = {"config": {}, "summary": {}, "artifacts": [], "history": {}}
     for raw in _records(path.read_bytes()):
         record = pb.Record()
         record.ParseFromString(raw)
@@ -62,4 +65,9 @@ def read_offline_run(run_dir: Path) -> dict[str, Any]:
                 out["summary"][key] = json.loads(item.value_json)
         elif kind == "artifact":
             out["artifacts"].append((record.artifact.name, record.artifact.type))
+        elif kind == "history":
+            items = {"/".join(item.nested_key) if item.nested_key else item.key: json.loads(item.value_json) for item in record.history.item}
+            for key, value in items.items():
+                if not key.startswith("_"):
+                    out["history"].setdefault(key, []).append((items.get("_step"), value))
     return out

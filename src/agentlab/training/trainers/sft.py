@@ -1,5 +1,9 @@
 """``rl_algo=sft``: LoRA supervised fine-tuning with trl's ``SFTTrainer`` on formatted agent dialogs.
 
+The algorithm owns its inputs: the dialog source (``train_data``), the formatter's settings, the coreset
+and the replay buffer (``agentlab.training.samples``). In a multi-process launch rank 0 draws the round's
+samples and hands them to the other ranks.
+
 Samples come pre-tokenized from the formatter (``input_ids`` + ``labels`` with -100 outside assistant
 turns); trl takes them as ``assistant_masks``, so the loss falls on assistant tokens only.
 
@@ -17,6 +21,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agentlab.training.continual import ReplayBuffer
+from agentlab.training.coreset import CoresetSelector
+from agentlab.training.samples import DialogSource, SFTSamples
 from agentlab.training.trainers.base import LoraAlgorithm, TrainResult
 
 if TYPE_CHECKING:
@@ -78,8 +85,18 @@ class SFTAlgorithm(LoraAlgorithm):
     name = "sft"
     kwargs_dataclass = "trl.SFTConfig"  # what ``training_args`` are checked against before the run
 
-    def __init__(self, lora: dict[str, Any] | None = None, detach_prefix: bool = False, **training_args: Any) -> None:
+    def __init__(
+        self,
+        data: DialogSource,
+        formatter: dict[str, Any],
+        coreset: CoresetSelector,
+        continual: ReplayBuffer | None = None,
+        lora: dict[str, Any] | None = None,
+        detach_prefix: bool = False,
+        **training_args: Any,
+    ) -> None:
         super().__init__(lora, **training_args)
+        self.samples = SFTSamples(data, formatter, coreset, continual)
         self.detach_prefix = detach_prefix
 
     def train(self, model_path: str, samples: list[dict[str, Any]], output_dir: Path, init_adapter: str | None = None) -> TrainResult:
@@ -89,5 +106,5 @@ class SFTAlgorithm(LoraAlgorithm):
         return self.fit(sft_trainer_class(self.detach_prefix), SFTConfig, to_trl_rows(samples), model_path, output_dir, init_adapter)
 
     def run(self, data: TrainingData, output_dir: Path, init_adapter: str | None) -> TrainResult:
-        """The stage's entry: train on the round's formatted samples."""
-        return self.train(data.model_path, data.samples(), output_dir, init_adapter)
+        """The stage's entry: train on the round's samples (drawn by rank 0 alone)."""
+        return self.train(data.model_path, data.from_main(lambda: self.samples.build(data)), output_dir, init_adapter)
