@@ -50,7 +50,8 @@ def split_at_prefix(model: Any, inputs: dict[str, Any]) -> dict[str, Any]:
     """``inputs`` with the untrained prefix run under no_grad and handed over as ``past_key_values``.
 
     The prefix ends one token before the first trained one: that token's logits predict it, so it must
-    be in the part that keeps its gradient.
+    be in the part that keeps its gradient. It runs through the model itself, not its DDP wrapper (a
+    multi-process launch): a pass without gradient has nothing to synchronise.
     """
     import torch
     from transformers import DynamicCache
@@ -58,6 +59,7 @@ def split_at_prefix(model: Any, inputs: dict[str, Any]) -> dict[str, Any]:
     cut = first_trained_position(inputs["labels"]) - 1
     if cut < 1 or "position_ids" in inputs:
         return inputs
+    model = getattr(model, "module", model)
     cache = DynamicCache(config=model.config)  # passed explicitly: filled even where training turns use_cache off
     with torch.no_grad():
         model(input_ids=inputs["input_ids"][:, :cut], attention_mask=inputs["attention_mask"][:, :cut], past_key_values=cache)
