@@ -99,9 +99,10 @@ def test_feedback_tracing_reads_the_database_with_any_judge(compose_cfg, tmp_pat
     StudioWriter(tmp_path / "studio.sqlite", "old").close()
     cfg = compose_cfg("+experiment=feedback_tracing", f"feedback_tracing.base_url={tmp_path / 'studio.sqlite'}", "model@judge=openai")
     stage = instantiate(cfg.stage)
-    assert type(stage.data).__name__ == "TracingTaskReader" and stage.data.reader.schema == "old"
-    assert [f.name for f in stage.data.filters] == ["rule", "deduplication", "llm_evaluate"]
-    assert type(stage.data.filters[2].model).__name__ == "OpenAIModel"
+    source = stage.algo.samples.data  # rl_algo=sft's dialogs: train_data=${feedback_tracing}
+    assert type(source).__name__ == "TracingTaskReader" and source.reader.schema == "old"
+    assert [f.name for f in source.filters] == ["rule", "deduplication", "llm_evaluate"]
+    assert type(source.filters[2].model).__name__ == "OpenAIModel"
     assert type(stage.lineage).__name__ == "AdapterLineage"
 
 
@@ -126,3 +127,16 @@ def test_hparams_search_sets_the_optuna_sweeper_on_a_metric_of_metrics_json(opti
     assert cfg.optimized_metric == "eval/avg_reward" and cfg.hydra.sweeper.direction == "maximize"
     for key in cfg.hydra.sweeper.params:  # every searched key exists in the experiment's config
         assert OmegaConf.select(cfg, key) is not None, key
+
+
+def test_none_options_are_real_objects_that_do_what_their_name_says(compose_cfg, tmp_path):
+    from agentlab.training.reward import AgentRewardModel
+
+    cfg = compose_cfg()  # every group at its default: reward, rl_algo, train_data, task_reader = none
+    assert instantiate(cfg.train_data).dialogs(tmp_path) == [] and instantiate(cfg.feedback_tracing).dialogs(tmp_path) == []
+    algo = instantiate(cfg.rl_algo)
+    with pytest.raises(ConfigError, match="rl_algo=sft, dpo or grpo"):
+        algo.run(None, tmp_path, None)
+    reward = instantiate(cfg.reward)  # tau2's reward alone: only task completion weighs, no penalty
+    assert isinstance(reward, AgentRewardModel) and reward.weights["task_completion"] == 1.0
+    assert sum(reward.weights.values()) == 1.0 and not any(reward.penalties.values())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +43,30 @@ def _records(data: bytes) -> list[bytes]:
     return records
 
 
+def _finished_records(path: Path, wait_s: float = 30.0) -> list[bytes]:
+    """The file's records once its ``exit`` record is there: wandb's writer may still be flushing after ``finish``."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        records = _records(path.read_bytes())
+        if any(_kind(raw) == "exit" for raw in records) or time.monotonic() > deadline:
+            return records
+        time.sleep(0.2)
+
+
+def _kind(raw: bytes) -> str | None:
+    record = pb.Record()
+    record.ParseFromString(raw)
+    return record.WhichOneof("record_type")
+
+
 def read_offline_run(run_dir: Path) -> dict[str, Any]:
-    """``{"group", "job_type", "name", "project", "config", "summary", "artifacts"}`` of ``run_dir/wandb/offline-run-*``."""
+    """``{"group", "job_type", "name", "project", "config", "summary", "artifacts", "history"}`` of ``run_dir/wandb/offline-run-*``.
+
+    ``history``: each logged name -> its ``(step, value)`` rows, in order.
+    """
     [path] = list(Path(run_dir).glob("wandb/offline-run-*/run-*.wandb"))
-    out: dict[str, Any] = {"config": {}, "summary": {}, "artifacts": []}
-    for raw in _records(path.read_bytes()):
+    out: dict[str, Any] = {"config": {}, "summary": {}, "artifacts": [], "history": {}}
+    for raw in _finished_records(path):
         record = pb.Record()
         record.ParseFromString(raw)
         kind = record.WhichOneof("record_type")
@@ -62,4 +82,9 @@ def read_offline_run(run_dir: Path) -> dict[str, Any]:
                 out["summary"][key] = json.loads(item.value_json)
         elif kind == "artifact":
             out["artifacts"].append((record.artifact.name, record.artifact.type))
+        elif kind == "history":
+            items = {"/".join(item.nested_key) if item.nested_key else item.key: json.loads(item.value_json) for item in record.history.item}
+            for key, value in items.items():
+                if not key.startswith("_"):
+                    out["history"].setdefault(key, []).append((items.get("_step"), value))
     return out

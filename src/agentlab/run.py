@@ -1,7 +1,8 @@
 """The Hydra entry point: ``python -m agentlab.run +experiment=<name> [overrides]``.
 
 Compose -> check -> claim the run dir (``agentlab.rundir``: a re-run with other settings is refused) ->
-instantiate the stage (``stage`` config group) -> run it into the Hydra run dir.
+instantiate the stage (``stage`` config group) -> run it into the Hydra run dir. Under ``torchrun`` every
+process runs this; rank 0 alone claims the run dir and reads the objective (``agentlab.ranks``).
 The stage object decides what to do; this file never branches on option names. A user mistake (a wrong
 option, key or type, a bad data file or database) ends the run with one paragraph on stderr and exit
 code 2; ``HYDRA_FULL_ERROR=1`` shows the traceback instead. Heavy imports (tau2, torch) wait until a
@@ -30,6 +31,7 @@ from omegaconf.errors import OmegaConfBaseException
 import agentlab  # noqa: F401 - sets the offline environment before tau2, tiktoken or wandb are used
 from agentlab.config import ConfigError, UserError, check_config
 from agentlab.logging_setup import configure_logging
+from agentlab.ranks import is_main
 from agentlab.rundir import RunRecord
 from agentlab.tracking.loggers import METRICS_FILE
 
@@ -92,15 +94,16 @@ def objective(run_dir: Path, name: str | None) -> float | None:
 
 
 def run(cfg: DictConfig) -> float | None:
-    """Check ``cfg``, build its stage and run it; returns its ``optimized_metric``."""
+    """Check ``cfg``, build its stage and run it; returns its ``optimized_metric`` (rank 0's: the others write no records)."""
     check_config(cfg)
     configure_logging("INFO" if cfg.debug else "WARNING")  # debug=true shows the colored conversation log
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    RunRecord(run_dir).claim(cfg, cfg.resume, extend_keys=getattr(get_class(cfg.stage._target_), "extend_keys", ()))
+    if is_main():
+        RunRecord(run_dir).claim(cfg, cfg.resume, extend_keys=getattr(get_class(cfg.stage._target_), "extend_keys", ()))
     stage = instantiate(cfg.stage)
     config = OmegaConf.to_container(cfg, resolve=True)
     stage(run_dir=run_dir, config=config, name=run_name(), group=cfg.experiment_name)
-    return objective(run_dir, cfg.get("optimized_metric"))
+    return objective(run_dir, cfg.get("optimized_metric")) if is_main() else None
 
 
 def _chain(exc: BaseException) -> list[BaseException]:

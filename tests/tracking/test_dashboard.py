@@ -9,6 +9,7 @@ import subprocess
 import sys
 from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -27,9 +28,7 @@ from agentlab.models.oracle import OracleModel
 from agentlab.tracking.dashboard import (
     ALGO_KEY,
     EVAL_JOB,
-    LOG_HISTORY_TABLE,
-    LOSS_COLUMN,
-    STEP_COLUMN,
+    TRAIN_CURVES,
     TRAIN_JOB,
     build_report,
     build_workspace,
@@ -62,11 +61,18 @@ class OracleAgent(LocalHFModel):
 
 
 class OneStepAlgo:
-    """Stands in for trl: the stage's own summary, tables and W&B records are real."""
+    """Stands in for trl: its log reaches the stage's callbacks as a trainer's would; the stage's records are real."""
 
     name = "dpo"
 
+    def report_into(self, callbacks: list[Any]) -> None:
+        self.callbacks = callbacks
+
     def run(self, data, output_dir: Path, init_adapter: str | None) -> TrainResult:
+        for row in LOG_HISTORY:
+            state = SimpleNamespace(global_step=row["step"], is_world_process_zero=True)
+            for callback in self.callbacks:
+                callback.on_log(None, state, None, logs={k: v for k, v in row.items() if k != "step"})
         adapter = output_dir / "adapter"
         adapter.mkdir()
         (adapter / "adapter_config.json").write_text("{}")
@@ -113,8 +119,6 @@ def runs(tmp_path_factory) -> dict[str, dict[str, Any]]:
         algo=OneStepAlgo(),
         model=OracleAgent("oracle"),
         domain=mock,
-        formatter={},
-        coreset=None,
         evaluator=AgentTrainingEvaluator(evaluation),
         logger=WandbLogger(project="agentlab", mode="offline"),
     )(run_dir=train_dir, config=config, name="rl_algo=dpo", group=GROUP)
@@ -201,10 +205,10 @@ def test_training_panels_chart_what_a_training_run_logs(runs, no_network):
     assert {c["groupBy"] for c in bars.values()} == {path} and algo == "dpo"
     assert run["group"] == GROUP
 
-    (curve,) = [p["config"] for p in panels(train_grid) if p["viewType"] == "Vega2"]
-    table_key = curve["userQuery"]["queryFields"][0]["fields"][0]["args"][0]["value"]
-    assert table_key == LOG_HISTORY_TABLE and table_key in run["tables"]
-    assert {curve["fieldSettings"]["x"], curve["fieldSettings"]["y"]} == {STEP_COLUMN, LOSS_COLUMN} <= set(run["tables"][table_key])
+    curves = {p["config"]["chartTitle"]: p["config"]["metrics"] for p in panels(train_grid) if p["viewType"] == "Run History Line Plot"}
+    assert curves == TRAIN_CURVES
+    assert {"train/loss", "train/learning_rate"} <= run["history"].keys()  # the trainer's log, live, at its step
+    assert run["history"]["train/loss"] == [(1, LOG_HISTORY[0]["loss"])]
     (table,) = picked_keys([p for p in panels(train_grid) if p["viewType"] == "Weave"])
     assert table == "eval/comparison" and table in run["tables"]
     for label in ("base", "adapter"):  # the training run's evaluations are logged per task, as an eval run's

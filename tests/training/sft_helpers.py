@@ -9,8 +9,15 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
+from agentlab.eval.harness import Evaluation
 from agentlab.models.tiny import tiny_llama
+from agentlab.training.coreset import CoresetSelector
 from agentlab.training.data import Dialog
+from agentlab.training.reward import AgentRewardModel
+from agentlab.training.rollouts import RolloutSampler
+from agentlab.training.sources import NoDialogs
+from agentlab.training.trainers.dpo import DPOAlgorithm
+from agentlab.training.trainers.sft import SFTAlgorithm
 
 TOOLS = [
     {
@@ -92,3 +99,13 @@ def qwen_template_tokenizer() -> Any:
     fresh = AutoTokenizer.from_pretrained(smollm2_dir())
     fresh.chat_template = qwen2_5_chat_template
     return fresh
+
+
+def sft_algorithm(**training_args: Any) -> SFTAlgorithm:
+    """rl_algo=sft with inputs its ``train`` never reads (no dialog source, every sample kept)."""
+    return SFTAlgorithm(NoDialogs(), {"max_length": 1024}, CoresetSelector("none"), **training_args)
+
+
+def dpo_algorithm(**training_args: Any) -> DPOAlgorithm:
+    """rl_algo=dpo with inputs its ``train`` never reads (a rollout sampler that is never called, tau2's reward)."""
+    return DPOAlgorithm(RolloutSampler(evaluation=Evaluation), AgentRewardModel(), **training_args)

@@ -23,13 +23,14 @@ from typing import Any
 import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
+from sft_helpers import sft_algorithm
 from transformers import AutoTokenizer
 
 from agentlab.models.smollm2 import smollm2_dir
 from agentlab.models.tiny import save_tiny_llama
 from agentlab.training.continual import ReplayBuffer
 from agentlab.training.coreset import CoresetSelector
-from agentlab.training.stage import TrainingData
+from agentlab.training.samples import SFTSamples
 from agentlab.training.trainers.base import TrainResult, last_checkpoint
 from agentlab.training.trainers.sft import IGNORE_INDEX, SFTAlgorithm
 
@@ -98,7 +99,7 @@ def _samples(n: int = 4) -> list[dict]:
 
 
 def _sft() -> SFTAlgorithm:
-    return SFTAlgorithm(lora=LORA, max_steps=4, save_steps=1, per_device_train_batch_size=2, logging_steps=1, learning_rate=1e-2)
+    return sft_algorithm(lora=LORA, max_steps=4, save_steps=1, per_device_train_batch_size=2, logging_steps=1, learning_rate=1e-2)
 
 
 @pytest.fixture(scope="module")
@@ -171,13 +172,17 @@ class _Formatter:
         return [{"dialog": d, "input_ids": [1, 2], "labels": [1, 2]} for d in dialogs]
 
 
-def _round(run_dir: Path, buffer: Path) -> tuple[TrainingData, ReplayBuffer]:
-    """A round of 6 new dialogs over a replay buffer that already holds an earlier round (so a draw is made)."""
+def _round(run_dir: Path, buffer: Path) -> tuple[SimpleNamespace, ReplayBuffer]:
+    """A round of 6 new dialogs over a replay buffer that already holds an earlier round (so a draw is made).
+
+    ``samples()`` draws it as rl_algo=sft does (``SFTSamples.build`` with the stage's ``TrainingData``).
+    """
     replay = ReplayBuffer(buffer, buffer_size=8, replay_ratio=0.5, seed=3)
-    stage = SimpleNamespace(data=SimpleNamespace(dialogs=lambda work_dir: [f"d{i}" for i in range(6)]), formatter={},
-                            coreset=CoresetSelector("none"), continual=replay, algo=SimpleNamespace(name="sft"), evaluator=None)
-    data = TrainingData(stage, run_dir)
-    data.__dict__["formatter"] = _Formatter()
+    source = SimpleNamespace(dialogs=lambda work_dir: [f"d{i}" for i in range(6)])
+    sft = SFTSamples(source, formatter={}, coreset=CoresetSelector("none"), continual=replay)
+    sft.formatter = lambda model_path: _Formatter()
+    data = SimpleNamespace(run_dir=run_dir, counts={}, model_path="unused", check_held_out=lambda dialogs: None)
+    data.samples = lambda: sft.build(data)
     return data, replay
 
 

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from transformers import AutoTokenizer
@@ -100,10 +99,17 @@ def test_dpo_stage_pairs_the_expert_against_the_policy(compose_cfg, tiny_agent, 
     assert "eval_base/avg_reward" not in summary and "eval_adapter/avg_reward" in summary
 
 
-def test_train_stage_without_an_algorithm_is_a_config_error(compose_cfg):
-    with pytest.raises(InstantiationException) as err:
-        instantiate(compose_cfg("stage=train").stage)
-    assert isinstance(err.value.__cause__, ConfigError) and "rl_algo=sft, dpo or grpo" in str(err.value.__cause__)
+def test_train_stage_without_an_algorithm_is_a_config_error_before_anything_trains(compose_cfg, tmp_path):
+    stage = instantiate(compose_cfg("stage=train", "logger=none").stage)  # rl_algo=none: a real algorithm that trains nothing
+    with pytest.raises(ConfigError, match="rl_algo=sft, dpo or grpo"):
+        _run(compose_cfg("stage=train", "logger=none"), tmp_path / "run")
+    assert stage.algo.name == "none" and not (tmp_path / "run").exists()
+
+
+def test_sft_without_a_dialog_source_trains_nothing_and_says_why(compose_cfg, tiny_agent, tmp_path):
+    cfg = compose_cfg("stage=train", "rl_algo=sft", *_small(tiny_agent, tmp_path))  # train_data=none: no dialogs
+    summary = _run(cfg, tmp_path / "run")
+    assert summary["trained"] is False and "train_data (NoDialogs) gave no new dialogs" in summary["reason"]
 
 
 def test_tool_call_format_counts_valid_calls_against_malformed_attempts():

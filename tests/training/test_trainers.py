@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 
 import pytest
-from sft_helpers import TOOLS, qwen_template_tokenizer, tokenizer
+from sft_helpers import TOOLS, dpo_algorithm, qwen_template_tokenizer, sft_algorithm, tokenizer
 from transformers import AutoTokenizer
 
 from agentlab.models.smollm2 import smollm2_dir
@@ -16,8 +16,8 @@ from agentlab.models.toolformat import render
 from agentlab.training.data import Dialog
 from agentlab.training.formatter import AgentSFTFormatter, render_chat
 from agentlab.training.trainers.base import NothingToTrain, last_checkpoint
-from agentlab.training.trainers.dpo import DPOAlgorithm, no_pairs_reason, preference_pairs
-from agentlab.training.trainers.sft import IGNORE_INDEX, SFTAlgorithm, to_trl_rows
+from agentlab.training.trainers.dpo import no_pairs_reason, preference_pairs
+from agentlab.training.trainers.sft import IGNORE_INDEX, to_trl_rows
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,7 @@ def test_labels_become_assistant_masks():
 
 
 def test_sft_saves_an_adapter_and_a_later_run_continues_it(tiny_base, tmp_path):
-    algo = SFTAlgorithm(lora=LORA, max_steps=2, save_steps=1, per_device_train_batch_size=2, logging_steps=1)
+    algo = sft_algorithm(lora=LORA, max_steps=2, save_steps=1, per_device_train_batch_size=2, logging_steps=1)
     first = algo.train(str(tiny_base), _samples(), tmp_path / "round1")
     config = json.loads((first.adapter_dir / "adapter_config.json").read_text())
     assert config["r"] == 2 and sorted(config["target_modules"]) == ["q_proj", "v_proj"]
@@ -55,7 +55,7 @@ def test_sft_saves_an_adapter_and_a_later_run_continues_it(tiny_base, tmp_path):
 
 def test_no_samples_is_nothing_to_train(tiny_base, tmp_path):
     with pytest.raises(NothingToTrain, match="no training samples"):  # the stage ends such a round cleanly
-        SFTAlgorithm(max_steps=1).train(str(tiny_base), [], tmp_path)
+        sft_algorithm(max_steps=1).train(str(tiny_base), [], tmp_path)
 
 
 GREETING = {"role": "assistant", "content": "Hi! How can I help you today?"}
@@ -171,7 +171,7 @@ def test_dpo_step_saves_an_adapter(tiny_base, tmp_path):
          "chosen": '<tool_call>{"name": "search_direct_flight", "arguments": {}}</tool_call>', "rejected": "I cannot help."}
         for i in range(4)
     ]
-    result = DPOAlgorithm(lora=LORA, beta=0.1, max_steps=1, per_device_train_batch_size=2, save_steps=1).train(
+    result = dpo_algorithm(lora=LORA, beta=0.1, max_steps=1, per_device_train_batch_size=2, save_steps=1).train(
         str(tiny_base), pairs, tmp_path
     )
     assert (result.adapter_dir / "adapter_model.safetensors").is_file() and result.metrics["train/steps"] == 1
@@ -196,6 +196,6 @@ def test_detached_prefix_keeps_the_loss_and_trains(tiny_base, tmp_path):
     assert split["input_ids"].shape[1] == len(sample["input_ids"]) - 19  # from the token before the first label
     assert torch.allclose(model(**split).loss, model(**inputs).loss, atol=1e-5)
 
-    algo = SFTAlgorithm(lora=LORA, detach_prefix=True, max_steps=2, per_device_train_batch_size=2, logging_steps=1)
+    algo = sft_algorithm(lora=LORA, detach_prefix=True, max_steps=2, per_device_train_batch_size=2, logging_steps=1)
     result = algo.train(str(tiny_base), _samples(), tmp_path)
     assert (result.adapter_dir / "adapter_model.safetensors").is_file() and math.isfinite(result.metrics["train/loss"])

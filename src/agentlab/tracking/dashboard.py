@@ -1,8 +1,9 @@
 """W&B dashboards as code (``wandb-workspaces``): one report and one saved workspace view per experiment group.
 
 Each Hydra job logs one W&B run (``agentlab.tracking.loggers``): group = ``experiment_name``, job type = the
-stage, config = the resolved Hydra config. Training runs carry ``eval_base/*`` and ``eval_adapter/*`` figures,
-the ``train/log_history`` table (the trainer's loss log reaches W&B only as this table, never as history) and
+stage, config = the resolved Hydra config. Training runs carry the trainer's logs as ``train/*`` history, logged
+live at each global step (``train/loss``, ``train/learning_rate``, GRPO's ``train/reward`` and ``train/kl``, DPO's
+``train/rewards/margins``), ``eval_base/*`` and ``eval_adapter/*`` figures, the ``train/log_history`` table and
 ``eval/comparison``; evaluation runs carry ``eval/*`` figures and the per-task ``eval/tasks`` table.
 
 Building and serialising make no network call: the report and workspace get an explicit entity (the library's
@@ -22,8 +23,14 @@ from agentlab.tracking.loggers import flatten
 
 TRAIN_JOB, EVAL_JOB = "train", "eval"  # Training.job_type, Evaluation.job_type
 ALGO_KEY = "algo"  # stage=train adds the algorithm's short name (sft, dpo, grpo) to the run config
-LOG_HISTORY_TABLE, COMPARISON_TABLE, TASKS_TABLE = "train/log_history", "eval/comparison", "eval/tasks"
-STEP_COLUMN, LOSS_COLUMN = "step", "loss"  # transformers' Trainer.state.log_history keys
+COMPARISON_TABLE, TASKS_TABLE = "eval/comparison", "eval/tasks"
+# the trainer's history (agentlab.tracking.loggers.train_history): title -> the train/* names it plots
+TRAIN_CURVES = {
+    "training loss": ["train/loss"],
+    "learning rate": ["train/learning_rate"],
+    "reward (grpo) and preference margin (dpo)": ["train/reward", "train/rewards/margins"],
+    "KL to the base model (grpo)": ["train/kl"],
+}
 MAX_K = 4  # pass^1 .. pass^4 unless told: a bar the runs lack is simply not drawn
 
 
@@ -77,7 +84,7 @@ def runs_filter(group: str, job_type: str | None) -> str:
 
 
 def training_panels(max_k: int) -> list[Any]:
-    """Training runs: adapter reward by algorithm, base vs adapter, pass^k, the loss curve, the comparison table."""
+    """Training runs: adapter reward by algorithm, base vs adapter, pass^k, the training curves, the comparison table."""
     algo = config_key(ALGO_KEY)
     return [
         wr.BarPlot(title="adapter avg_reward by rl_algo", metrics=[training_metric("adapter", "avg_reward")], groupby=algo),
@@ -87,21 +94,15 @@ def training_panels(max_k: int) -> list[Any]:
             groupby=algo,
         ),
         wr.BarPlot(title="adapter pass^k by rl_algo", metrics=[training_pass_k("adapter", k) for k in range(1, max_k + 1)], groupby=algo),
-        loss_curve(),
+        *train_curves(),
         wr.WeavePanelSummaryTable(table_name=COMPARISON_TABLE, layout=wide()),
         wr.RunComparer(diff_only="split", layout=wide()),
     ]
 
 
-def loss_curve() -> wr.CustomChart:
-    """Loss vs step from the ``train/log_history`` table, one line per run (W&B's line preset), as no loss history is logged."""
-    return wr.CustomChart(
-        query={"summaryTable": {"tableKey": LOG_HISTORY_TABLE}},
-        chart_name="wandb/line/v0",
-        chart_fields={"x": STEP_COLUMN, "y": LOSS_COLUMN, "stroke": "name"},
-        chart_strings={"title": f"training {LOSS_COLUMN} ({LOG_HISTORY_TABLE})"},
-        layout=wr.Layout(w=16, h=8),
-    )
+def train_curves() -> list[wr.LinePlot]:
+    """The trainer's history against its global step (W&B's step), one line per run."""
+    return [wr.LinePlot(title=title, y=list(names), layout=wr.Layout(w=12, h=8)) for title, names in TRAIN_CURVES.items()]
 
 
 def eval_panels(max_k: int) -> list[Any]:

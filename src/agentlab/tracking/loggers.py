@@ -3,6 +3,10 @@
 Every job's figures have one name everywhere (W&B summary, ``metrics.json``'s ``metrics``, a sweep's
 objective): ``eval/*`` for the model the job evaluated or trained (``eval/avg_reward``, ``eval/pass^1``),
 ``eval_base/*`` for the model a training started from, ``train/*`` (``train/loss``) and ``data/*``.
+
+While a trainer runs, ``trainer_callbacks`` feed its logs into the same run as history: each ``on_log``
+dict (loss, learning rate, GRPO's reward and its ``agent_reward/<term>``s, KL, DPO's reward margins) under
+``train/<name>`` at the trainer's global step, so the curves grow live.
 """
 
 from __future__ import annotations
@@ -34,11 +38,33 @@ def metrics_of(tree: dict[str, Any]) -> dict[str, float]:
     return {k: v for k, v in flatten(tree).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
+def train_metrics(logs: dict[str, Any]) -> dict[str, float]:
+    """A trainer's ``on_log`` dict as history: its numbers, each named ``train/<name>`` (as transformers' own W&B callback)."""
+    return {f"train/{k}": v for k, v in logs.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def train_history(run: Any) -> Any:
+    """A ``TrainerCallback`` that logs each ``on_log`` dict into ``run`` at the trainer's global step (rank 0's logs)."""
+    from transformers import TrainerCallback
+
+    class TrainHistory(TrainerCallback):
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+            metrics = train_metrics(logs or {})
+            if metrics and state.is_world_process_zero:
+                run.log(metrics, step=state.global_step)
+
+    return TrainHistory()
+
+
 class NullLogger:
     """``logger=none``: records nothing beyond the run directory's own files."""
 
     def start(self, config: dict[str, Any], run_dir: Path, name: str, group: str, job_type: str) -> None:
         """Nothing to open."""
+
+    def trainer_callbacks(self) -> list[Any]:
+        """No tracker to feed."""
+        return []
 
     def log_table(self, key: str, rows: list[dict[str, Any]]) -> None:
         """Nothing to record."""
@@ -72,6 +98,10 @@ class WandbLogger(NullLogger):
             config=flatten(redact(config), sep="."),  # the resolved Hydra config, one key per leaf: agent.model, rl_algo.learning_rate
             reinit="finish_previous",
         )
+
+    def trainer_callbacks(self) -> list[Any]:
+        """A transformers ``TrainerCallback`` logging the trainer's logs into this run as ``train/*`` history."""
+        return [train_history(self.run)]
 
     def log_table(self, key: str, rows: list[dict[str, Any]]) -> None:
         import wandb

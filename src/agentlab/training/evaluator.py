@@ -25,7 +25,7 @@ class AgentTrainingEvaluator:
 
     def __init__(self, evaluation: Callable[..., Evaluation], reward: AgentRewardModel | None = None) -> None:
         self.evaluation = evaluation
-        self.reward = reward if isinstance(reward, AgentRewardModel) else AgentRewardModel()
+        self.reward = reward  # the ``agent_reward`` metric's model (None: seed 003's defaults)
 
     def held_out(self) -> Evaluation:
         """The evaluation without a model: its task selection (split, num_tasks, task_ids) says which tasks are held out."""

@@ -1,4 +1,4 @@
-"""Where a training stage's dialogs come from (the ``train_data`` config group): the oracle, a run, a file.
+"""Where SFT's dialogs come from (the ``train_data`` config group): the oracle, a run, a file, or none.
 
 Each source has ``dialogs(work_dir)``; ``work_dir`` is the stage's own folder for what a source produces
 (the oracle's run), so a re-run into the same run dir resumes it instead of starting over.
@@ -50,3 +50,13 @@ class DialogFile:
 
     def dialogs(self, work_dir: Path) -> list[Dialog]:
         return load_dialogs_jsonl(self.path)
+
+
+class NoDialogs:
+    """``train_data=none`` (and ``task_reader=none``'s trace reader): a source that gives no dialogs.
+
+    An algorithm that trains on dialogs (sft) then has nothing to train and says so; dpo and grpo never ask.
+    """
+
+    def dialogs(self, work_dir: Path) -> list[Dialog]:
+        return []

@@ -1,8 +1,10 @@
-"""``stage=train``: data -> LoRA training (the ``rl_algo`` option) -> adapter -> evaluation of base and adapter.
+"""``stage=train``: the ``rl_algo`` option trains the model -> adapter -> evaluation of base and adapter.
 
-The algorithm asks ``TrainingData`` for what it trains on (SFT: formatted samples; DPO: scored rollouts;
-GRPO: training tasks), so the stage never branches on which algorithm it runs. Everything lands in the
-Hydra run dir:
+Each algorithm owns and builds its own inputs (sft: the dialog source, formatter, coreset and replay; dpo:
+the rollouts and the reward; grpo: the training tasks and the reward); the stage keeps the algorithm, the
+model, the held-out evaluator, the lineage and the logger, plus the training-task selection and the
+held-out check it hands every algorithm in ``TrainingData``. It never branches on which algorithm runs.
+Everything lands in the Hydra run dir:
 
     data/          the sources' own runs (the oracle's), samples.jsonl (the round's training list) and
                    sample_counts.json (how it was drawn)
@@ -21,6 +23,10 @@ repeated (an unfinished one resumes from its last complete checkpoint) and the e
 finished pairs. A run killed at any point (SIGKILL included) ends as an uninterrupted one would: same
 adapter, summary and records (tests/training/test_kill_resume.py, scripts/fault_train.py).
 
+Multi-process training (``torchrun --nproc_per_node N -m agentlab.run ...``): every rank trains (DDP);
+rank 0 alone builds the data (through ``TrainingData.from_main``), evaluates, writes the records and logs
+to W&B, so each row and file is written once.
+
 Iterative training (``lineage``, a rounds file): a run with no ``agent.adapter`` continues the last recorded
 round's adapter and records its own once trained. A round with nothing to train on (no new dialogs, no
 samples, no preference pairs, no training tasks: ``NothingToTrain``) trains and evaluates nothing and says
@@ -34,10 +40,9 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
-from functools import cached_property
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from loguru import logger
 from rich.console import Console
@@ -49,144 +54,88 @@ from agentlab.eval.domains import Tau2Domain
 from agentlab.eval.harness import Evaluation, per_task_row, select_tasks
 from agentlab.eval.results import ResultStore, write_atomic
 from agentlab.models.local import LocalHFModel
+from agentlab.ranks import from_main, is_main
 from agentlab.tracking.loggers import METRICS_FILE, NullLogger, metrics_of
-from agentlab.training.continual import ReplayBuffer
-from agentlab.training.coreset import CoresetSelector
 from agentlab.training.data import Dialog, dialogs_of_tasks, refuse_held_out
 from agentlab.training.evaluator import AgentTrainingEvaluator, compare
-from agentlab.training.formatter import AgentSFTFormatter, Sample
 from agentlab.training.lineage import AdapterLineage
-from agentlab.training.reward import AgentRewardModel
-from agentlab.training.rollouts import RolloutSampler
 from agentlab.training.trainers.base import NothingToTrain, TrainResult
 
-SAMPLES_FILE, SCORED_FILE, SUMMARY_FILE, TRAIN_RESULT_FILE = "samples.jsonl", "scored.jsonl", "summary.json", "train_result.json"
-SAMPLE_COUNTS_FILE = "sample_counts.json"
-
-
-def _counts_text(counts: Mapping[str, Any]) -> str:
-    return ", ".join(f"{k} {v}" for k, v in counts.items()) or "no counts"
-
-
-class DialogSource(Protocol):
-    def dialogs(self, work_dir: Path) -> list[Dialog]: ...
+T = TypeVar("T")
+SUMMARY_FILE, TRAIN_RESULT_FILE = "summary.json", "train_result.json"
 
 
 class Algorithm(Protocol):
     name: str
 
+    def report_into(self, callbacks: list[Any]) -> None: ...
+
     def run(self, data: TrainingData, output_dir: Path, init_adapter: str | None) -> TrainResult: ...
 
 
 class TrainingData:
-    """What an algorithm can train on, each built on first request and kept in the run dir."""
+    """What the stage hands an algorithm for one round; the algorithm builds its own inputs with it.
 
-    def __init__(self, stage: Training, run_dir: Path) -> None:
-        self.stage = stage
-        self.run_dir = run_dir
+    The policy (``model``, which DPO rolls out; ``model_path``, what trains), the run dir, ``counts`` (what
+    the round drew: the summary's ``data/*``), the stage's training tasks (``tasks()``), the check of training
+    dialogs against the held-out tasks, and ``from_main`` (rank 0 builds, every rank gets the result).
+    """
+
+    def __init__(
+        self,
+        model: LocalHFModel,
+        domain: Tau2Domain,
+        run_dir: Path,
+        split: str | None,
+        num_tasks: int | None,
+        task_ids: list[str | int] | None,
+        evaluator: AgentTrainingEvaluator | None,
+        allow_held_out_overlap: bool,
+    ) -> None:
+        self.model, self.run_dir = model, run_dir
+        self._domain, self._split, self._num_tasks, self._task_ids = domain, split, num_tasks, task_ids
+        self._evaluator, self._allow_overlap = evaluator, allow_held_out_overlap
         self.counts: dict[str, int] = {}
 
     @property
     def model_path(self) -> str:
-        return self.stage.model.model_path()
+        return self.model.model_path()
 
     @property
     def domain(self) -> str:
-        return self.stage.domain.name
+        return self._domain.name
 
-    @cached_property
-    def formatter(self) -> AgentSFTFormatter:
-        from transformers import AutoTokenizer
-
-        settings = self.stage.formatter
-        return AgentSFTFormatter(AutoTokenizer.from_pretrained(self.model_path), settings["max_length"], settings.get("task_weights"))
+    def from_main(self, build: Callable[[], T]) -> T:
+        """``build()`` on rank 0 alone (it writes the run dir); the other ranks of a multi-process launch get its result."""
+        return from_main(build)
 
     def tasks(self) -> list[Task]:
-        """The training tasks (``train_split``, ``train_tasks``); never tasks of the held-out split."""
-        stage = self.stage
-        tasks = select_tasks(stage.domain.tasks(stage.train_split), stage.train_task_ids, stage.train_tasks)
-        refuse_held_out(tasks, stage.domain, stage.train_split)
+        """The training tasks (``stage.train_split``, ``train_tasks``, ``train_task_ids``); never tasks of the held-out split."""
+        tasks = select_tasks(self._domain.tasks(self._split), self._task_ids, self._num_tasks)
+        refuse_held_out(tasks, self._domain, self._split)
         self.counts["tasks"] = len(tasks)
         if not tasks:
             raise NothingToTrain(
-                f"0 training tasks: stage.train_split={stage.train_split!r}, train_tasks={stage.train_tasks}, "
-                f"train_task_ids={stage.train_task_ids} select none of domain {self.domain}'s tasks"
+                f"0 training tasks: stage.train_split={self._split!r}, train_tasks={self._num_tasks}, "
+                f"train_task_ids={self._task_ids} select none of domain {self.domain}'s tasks"
             )
         return tasks
 
-    def samples(self) -> list[Sample]:
-        """The round's training list: dialogs -> formatter -> task-type mix -> coreset -> replay.
-
-        The list is written before the round enters the replay buffer, under the run dir as round id: a
-        re-run reads it back and the buffer gets the round exactly once, wherever a crash came. The
-        round's counts (dialogs, formatted, selected, replayed) are written just before the list and read
-        back with it, so a resumed run's summary has them as an uninterrupted run's has.
-        """
-        path, counts = self.run_dir / "data" / SAMPLES_FILE, self.run_dir / "data" / SAMPLE_COUNTS_FILE
-        read_back = path.is_file()
-        if read_back:
-            rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-            self.counts.update(json.loads(counts.read_text(encoding="utf-8")) if counts.is_file() else {})
-            logger.info(f"training samples read back from {path} ({len(rows)})")
-        else:
-            rows = self._new_round()
-            path.parent.mkdir(parents=True, exist_ok=True)  # sources that read a file (dialogs_file) make no data/
-            write_atomic(counts, json.dumps(self.counts))
-            write_atomic(path, "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in rows))
-        self.counts["samples"] = len(rows)
-        if not rows:
-            raise NothingToTrain(f"0 training samples this round ({_counts_text(self.counts)})")
-        self._add_to_replay([s for s in rows if not s["replayed"]], read_back)
-        return rows
-
-    def _add_to_replay(self, new: list[Sample], read_back: bool) -> None:
-        """The round's new samples into the replay buffer, once (the run dir is the round id).
-
-        A round read back from a killed attempt that had not saved the buffer yet draws its replay again
-        first: that attempt's draw advanced the buffer's generator but was never saved, and without the same
-        draw here the reservoir would be updated with other random numbers than an uninterrupted run uses.
-        """
-        buffer, round_id = self.stage.continual, str(self.run_dir.resolve())
-        if buffer is None or round_id in buffer.rounds:
-            return
-        if read_back:
-            buffer.draw(len(new))
-        buffer.add_round(new, round_id=round_id)
-
-    def _new_round(self) -> list[Sample]:
-        stage = self.stage
-        if stage.data is None:
-            raise ValueError(f"rl_algo={stage.algo.name} trains on dialogs: choose a train_data option (expert, results, dialogs_file)")
-        dialogs = stage.data.dialogs(self.run_dir / "data")
-        self.counts.update(getattr(stage.data, "counts", {}))
-        if not dialogs:
-            raise NothingToTrain(f"train_data gave no new dialogs this round ({_counts_text(self.counts)})")
-        self._check_held_out(dialogs)
-        samples = self.formatter.format_dialogs(dialogs)
-        if stage.formatter.get("num_samples"):
-            samples = self.formatter.sample(samples, int(stage.formatter["num_samples"]), seed=int(stage.formatter.get("seed", 0)))
-        selected = stage.coreset.select(samples, model=self._loss_model() if stage.coreset.needs_model(len(samples)) else None)
-        replay = stage.continual.draw(len(selected)) if stage.continual is not None else []
-        self.counts.update(dialogs=len(dialogs), formatted=len(samples), selected=len(selected), replayed=len(replay))
-        logger.info(f"training samples: {len(dialogs)} dialogs -> {len(samples)} formatted -> {len(selected)} selected + {len(replay)} replayed")
-        return [{**s, "replayed": False} for s in selected] + [{**s, "replayed": True} for s in replay]
-
-    def _check_held_out(self, dialogs: list[Dialog]) -> None:
+    def check_held_out(self, dialogs: list[Dialog]) -> None:
         """Dialogs of tasks the stage's evaluation holds out are refused, or with ``allow_held_out_overlap`` counted.
 
         Training on them would report the adapter's score on tasks it was trained on. Only dialogs that
         name their domain and task (results and expert runs) can be matched.
         """
-        stage = self.stage
-        if stage.evaluator is None:
+        if self._evaluator is None:
             return
-        evaluation = stage.evaluator.held_out()
-        held_out = select_tasks(stage.domain.tasks(evaluation.task_split), evaluation.task_ids, evaluation.num_tasks)
+        evaluation = self._evaluator.held_out()
+        held_out = select_tasks(self._domain.tasks(evaluation.task_split), evaluation.task_ids, evaluation.num_tasks)
         overlap = dialogs_of_tasks(dialogs, self.domain, [t.id for t in held_out])
         if not overlap:
             return
         text = _overlap_text(overlap, self.domain, evaluation)
-        if not stage.allow_held_out_overlap:
+        if not self._allow_overlap:
             raise ConfigError(
                 f"{text}: the adapter would be evaluated on tasks it was trained on. Train on other tasks (e.g. the "
                 "results of a task_split=train run), evaluate on other ones (task_split, num_tasks, task_ids), or set "
@@ -194,24 +143,6 @@ class TrainingData:
             )
         logger.warning(f"{text}; trained on anyway (stage.allow_held_out_overlap=true): the evaluation is not held out")
         self.counts["held_out_overlap"] = len(overlap)
-
-    def _loss_model(self) -> Any:
-        """The base model (fp32) for the coreset's per-sample loss."""
-        import torch
-        from transformers import AutoModelForCausalLM
-
-        return AutoModelForCausalLM.from_pretrained(self.model_path, dtype=torch.float32).eval()
-
-    def scored_rollouts(self) -> list[dict[str, Any]]:
-        """The policy's (and the expert's) training-task runs, each with its reward-model score."""
-        stage = self.stage
-        if stage.rollouts is None or stage.reward is None:
-            raise ValueError(f"rl_algo={stage.algo.name} scores rollouts: set stage.rollouts and reward=agent")
-        path = self.run_dir / "rollouts" / SCORED_FILE
-        scored = stage.rollouts.scored(stage.model, stage.reward, self.run_dir / "rollouts")
-        write_atomic(path, "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in scored))
-        self.counts["rollouts"] = len(scored)
-        return scored
 
 
 def _overlap_text(overlap: list[Dialog], domain: str, evaluation: Evaluation) -> str:
@@ -237,41 +168,34 @@ class Training:
         algo: Algorithm,
         model: LocalHFModel,
         domain: Tau2Domain,
-        formatter: Mapping[str, Any],
-        coreset: CoresetSelector,
-        data: DialogSource | Mapping[str, Any] | None = None,
-        rollouts: RolloutSampler | None = None,
-        reward: AgentRewardModel | Mapping[str, Any] | None = None,
-        continual: ReplayBuffer | None = None,
         evaluator: AgentTrainingEvaluator | None = None,
         compare_base: bool = True,
         train_split: str | None = "train",
         train_tasks: int | None = None,
         train_task_ids: list[str | int] | None = None,
+        allow_held_out_overlap: bool = False,
         lineage: AdapterLineage | None = None,
         logger: NullLogger | None = None,
-        allow_held_out_overlap: bool = False,
     ) -> None:
-        if not callable(getattr(algo, "run", None)):
-            raise ConfigError("stage=train needs a training algorithm: choose rl_algo=sft, dpo or grpo (rl_algo=none trains nothing)")
         if not isinstance(model, LocalHFModel):
             raise ConfigError(f"stage=train trains a local model (model@agent=smollm2 or hf_local), got {type(model).__name__}")
-        self.algo, self.model, self.domain = algo, model, domain
-        self.formatter, self.coreset = dict(formatter), coreset
-        self.data = data if hasattr(data, "dialogs") else None  # train_data=none composes to {}
-        self.rollouts, self.continual, self.evaluator = rollouts, continual, evaluator
-        self.reward = reward if isinstance(reward, AgentRewardModel) else None  # reward=none composes to {}
+        self.algo, self.model, self.domain, self.evaluator = algo, model, domain, evaluator
         self.compare_base = compare_base
         self.train_split, self.train_tasks, self.train_task_ids = train_split, train_tasks, train_task_ids
+        self.allow_held_out_overlap = allow_held_out_overlap
         self.lineage = lineage
         self.logger = logger or NullLogger()
-        self.allow_held_out_overlap = allow_held_out_overlap
 
     def __call__(self, run_dir: Path, config: dict[str, Any], name: str, group: str) -> dict[str, Any]:
+        """Train on every rank of a multi-process launch; rank 0 alone logs, evaluates and writes the records."""
         started = time.perf_counter()
         self._continue_lineage(run_dir)
-        self.logger.start({**config, "algo": self.algo.name}, run_dir, name=name, group=group, job_type=self.job_type)  # groupable
-        data = TrainingData(self, run_dir)
+        tracker = self.logger if is_main() else NullLogger()
+        tracker.start({**config, "algo": self.algo.name}, run_dir, name=name, group=group, job_type=self.job_type)  # groupable
+        self.algo.report_into(tracker.trainer_callbacks())
+        data = TrainingData(
+            self.model, self.domain, run_dir, self.train_split, self.train_tasks, self.train_task_ids, self.evaluator, self.allow_held_out_overlap
+        )
         summary: dict[str, Any] = {"algo": self.algo.name, "started_from": self.model.adapter}
         if self.lineage is not None:
             summary["round"] = self.lineage.round_number(run_dir)
@@ -280,9 +204,11 @@ class Training:
         except NothingToTrain as exc:
             logger.warning(f"nothing trained: {exc}")
             summary.update({"trained": False, "reason": str(exc), **{f"data/{k}": v for k, v in data.counts.items()}})
-            return self._finish(run_dir, summary, started, "", {})
+            return self._finish(run_dir, summary, started, "", {}, tracker)
         summary.update({"trained": True, "adapter_dir": str(result.adapter_dir), **result.metrics})
         summary.update({f"data/{k}": v for k, v in data.counts.items()})
+        if not is_main():
+            return summary
         if self.lineage is not None:  # before evaluating: the next round continues this adapter even if evaluation fails
             self.lineage.record(run_dir, result.adapter_dir, self.model.adapter, {k: v for k, v in summary.items() if k.startswith("data/")})
         evaluations = self._evaluate(run_dir, result.adapter_dir)
@@ -291,12 +217,12 @@ class Training:
             summary.update({f"eval_{label}/{k}": v for k, v in values.items()})
         summary.update({f"eval/{k}": v for k, v in figures.get("adapter", {}).items()})  # the trained model: eval/* as in every job
         summary["avg_reward"] = figures.get("adapter", {}).get("avg_reward")
-        self.logger.log_table("train/log_history", result.log_history)
-        self.logger.log_table("eval/comparison", [{"label": k, **v} for k, v in figures.items()])
+        tracker.log_table("train/log_history", result.log_history)
+        tracker.log_table("eval/comparison", [{"label": k, **v} for k, v in figures.items()])
         for label in evaluations:  # per task, as an eval job logs eval/tasks
-            self.logger.log_table(f"eval_{label}/tasks", [per_task_row(row) for row in ResultStore(run_dir / f"eval_{label}").rows])
-        self.logger.log_artifact(f"adapter-{self.algo.name}", "model", result.adapter_dir)
-        return self._finish(run_dir, summary, started, table, {"train_log": result.log_history, "evaluations": evaluations})
+            tracker.log_table(f"eval_{label}/tasks", [per_task_row(row) for row in ResultStore(run_dir / f"eval_{label}").rows])
+        tracker.log_artifact(f"adapter-{self.algo.name}", "model", result.adapter_dir)
+        return self._finish(run_dir, summary, started, table, {"train_log": result.log_history, "evaluations": evaluations}, tracker)
 
     def _continue_lineage(self, run_dir: Path) -> None:
         """With a lineage and no explicit ``agent.adapter``: start from the previous round's adapter."""
@@ -307,16 +233,20 @@ class Training:
             logger.info(f"round {self.lineage.round_number(run_dir)} continues the previous round's adapter {start}")
             self.model = self.model.with_adapter(start)
 
-    def _finish(self, run_dir: Path, summary: dict[str, Any], started: float, table: str, details: dict[str, Any]) -> dict[str, Any]:
-        """summary.json, metrics.json (its figures under the shared names, and ``details``), metrics.md, W&B, the table."""
+    def _finish(
+        self, run_dir: Path, summary: dict[str, Any], started: float, table: str, details: dict[str, Any], tracker: NullLogger
+    ) -> dict[str, Any]:
+        """summary.json, metrics.json (its figures under the shared names, and ``details``), metrics.md, W&B, the table (rank 0)."""
         summary.setdefault("avg_reward", None)
         summary["wall_time_s"] = round(time.perf_counter() - started, 2)
+        if not is_main():
+            return summary
         run_dir.mkdir(parents=True, exist_ok=True)  # a round that trained nothing may have written nothing there yet
         write_atomic(run_dir / SUMMARY_FILE, json.dumps(summary, indent=2))
         report = {"metrics": metrics_of(summary), "summary": summary, **details}
         write_atomic(run_dir / METRICS_FILE, json.dumps(report, indent=2))
         write_atomic(run_dir / "metrics.md", _report(summary, table))
-        self.logger.finish(summary)
+        tracker.finish(summary)
         print_summary(summary, table, run_dir)
         return summary
 
@@ -329,9 +259,10 @@ class Training:
             data.counts.update(saved["counts"])
             return TrainResult(Path(saved["adapter_dir"]), saved["metrics"], saved["log_history"])
         result = self.algo.run(data, run_dir, self.model.adapter)
-        saved = {"adapter_dir": str(result.adapter_dir), "metrics": result.metrics, "log_history": result.log_history, "counts": data.counts}
-        write_atomic(record, json.dumps(saved, indent=2))
-        logger.info(f"adapter saved to {result.adapter_dir}")
+        if is_main():
+            saved = {"adapter_dir": str(result.adapter_dir), "metrics": result.metrics, "log_history": result.log_history, "counts": data.counts}
+            write_atomic(record, json.dumps(saved, indent=2))
+            logger.info(f"adapter saved to {result.adapter_dir}")
         return result
 
     def _evaluate(self, run_dir: Path, adapter_dir: Path) -> dict[str, dict[str, Any]]:

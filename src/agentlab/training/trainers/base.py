@@ -19,6 +19,7 @@ from typing import Any
 
 from loguru import logger
 
+from agentlab.config import ConfigError
 from agentlab.training.hardware import load_base_model
 
 TRAINER_STATE = "trainer_state.json"
@@ -124,6 +125,18 @@ def resume_point(trainer: Any, checkpoints: Path) -> tuple[str | None, int]:
     return str(folder), int(state["global_step"])
 
 
+class NoTraining:
+    """``rl_algo=none`` (the default): no algorithm. stage=eval never asks it; stage=train is refused, naming the options."""
+
+    name = "none"
+
+    def report_into(self, callbacks: list[Any]) -> None:
+        """Nothing trains, so nothing reports."""
+
+    def run(self, data: Any, output_dir: Path, init_adapter: str | None) -> TrainResult:
+        raise ConfigError("stage=train needs a training algorithm: choose rl_algo=sft, dpo or grpo (rl_algo=none trains nothing)")
+
+
 class LoraAlgorithm:
     """Base of the ``rl_algo`` options: LoRA on a local base model with a trl trainer."""
 
@@ -133,6 +146,11 @@ class LoraAlgorithm:
         self.lora = LoraSettings(**(lora or {}))
         self.quantization = quantization
         self.args = training_args
+        self.callbacks: list[Any] = []
+
+    def report_into(self, callbacks: list[Any]) -> None:
+        """transformers ``TrainerCallback``s every later ``fit`` adds: the job's tracker, fed live as training runs."""
+        self.callbacks = list(callbacks)
 
     def model_and_peft(self, model_path: str, init_adapter: str | None) -> tuple[Any, Any, Any]:
         """(model, tokenizer, peft_config): a saved adapter is continued (trainable), else a new LoRA config.
@@ -164,7 +182,9 @@ class LoraAlgorithm:
     ) -> TrainResult:
         """Build the trl trainer on ``rows``, train (resuming if a checkpoint exists), save the adapter.
 
-        ``trainer_kwargs`` go to the trainer's constructor as well (GRPO's ``reward_funcs``, ``rollout_func``).
+        ``trainer_kwargs`` go to the trainer's constructor as well (GRPO's ``reward_funcs``, ``rollout_func``);
+        their ``callbacks`` run beside ``report_into``'s. Every process of a multi-process launch trains (DDP);
+        rank 0 alone saves the adapter.
         """
         import torch
         from datasets import Dataset
@@ -176,20 +196,25 @@ class LoraAlgorithm:
         config = config_cls(
             output_dir=str(checkpoints), report_to=[], use_cpu=not torch.cuda.is_available(), save_strategy="steps", save_total_limit=2, **self.args
         )
+        kwargs = dict(trainer_kwargs or {})
+        callbacks = [*kwargs.pop("callbacks", []), *self.callbacks]
         trainer = trainer_cls(
             model=model,
             args=config,
             train_dataset=Dataset.from_list(rows),
             processing_class=tokenizer,
             peft_config=peft_config,
-            **(trainer_kwargs or {}),
+            callbacks=callbacks,
+            **kwargs,
         )
         resume, resumed_at = resume_point(trainer, checkpoints)
         started = time.perf_counter()
         output = trainer.train(resume_from_checkpoint=resume)
         seconds = time.perf_counter() - started
         adapter_dir = Path(output_dir) / "adapter"
-        trainer.model.save_pretrained(adapter_dir)
+        if trainer.is_world_process_zero():
+            trainer.model.save_pretrained(adapter_dir)
+        trainer.accelerator.wait_for_everyone()
         history = trainer.state.log_history
         tokens = trainer.state.num_input_tokens_seen or max((float(h.get("num_tokens", 0)) for h in history), default=0.0)
         return TrainResult(

@@ -9,6 +9,9 @@ better / worse run's turn (its text and calls, then the template's end-of-turn m
 covers only tokens the agent wrote; the user simulator's and the tools' text is context at most. Runs
 that never part at an agent turn (the same agent turns throughout, or a user or tool turn differs first)
 give no pair and are counted (``pairs_unsplit``).
+
+The algorithm owns its inputs: the rollout sampler (``rollouts``) and the reward model (``reward``). In a
+multi-process launch rank 0 rolls out, scores and pairs; the other ranks get its pairs.
 """
 
 from __future__ import annotations
@@ -19,11 +22,16 @@ from typing import TYPE_CHECKING, Any
 
 from agentlab.jsonl import json_line, write_atomic
 from agentlab.training.data import Dialog
+from agentlab.training.formatter import AgentSFTFormatter
+from agentlab.training.reward import AgentRewardModel
+from agentlab.training.rollouts import RolloutSampler
 from agentlab.training.trainers.base import LoraAlgorithm, NothingToTrain, TrainResult
 
 if TYPE_CHECKING:
-    from agentlab.training.formatter import AgentSFTFormatter
     from agentlab.training.stage import TrainingData
+
+SCORED_FILE, PAIRS_FILE = "scored.jsonl", "pairs.jsonl"
+DPO_MAX_LENGTH = 1024  # trl DPOConfig's default, where the config sets none
 
 
 def preference_pairs(scored: list[dict[str, Any]], formatter: AgentSFTFormatter) -> tuple[list[dict[str, Any]], int]:
@@ -76,6 +84,10 @@ class DPOAlgorithm(LoraAlgorithm):
     name = "dpo"
     kwargs_dataclass = "trl.DPOConfig"  # what ``training_args`` are checked against before the run
 
+    def __init__(self, rollouts: RolloutSampler, reward: AgentRewardModel, lora: dict[str, Any] | None = None, **training_args: Any) -> None:
+        super().__init__(lora, **training_args)
+        self.rollouts, self.reward = rollouts, reward
+
     def train(self, model_path: str, pairs: list[dict[str, Any]], output_dir: Path, init_adapter: str | None = None) -> TrainResult:
         """Optimise ``model_path`` on ``pairs`` (text prompt, chosen and rejected completions)."""
         from trl import DPOConfig, DPOTrainer
@@ -84,12 +96,25 @@ class DPOAlgorithm(LoraAlgorithm):
         return self.fit(DPOTrainer, DPOConfig, rows, model_path, output_dir, init_adapter)
 
     def run(self, data: TrainingData, output_dir: Path, init_adapter: str | None) -> TrainResult:
-        """The stage's entry: per-turn pairs from the scored rollouts (the policy's and the expert's), then DPO."""
-        scored = data.scored_rollouts()
-        pairs, unsplit = preference_pairs(scored, data.formatter)
+        """The stage's entry: per-turn pairs from the scored rollouts (rank 0 alone makes them), then DPO."""
+        return self.train(data.model_path, data.from_main(lambda: self.pairs(data)), output_dir, init_adapter)
+
+    def formatter(self, model_path: str) -> AgentSFTFormatter:
+        """The model's formatter, for cutting two runs at the agent turn where they part (its length cap is unused there)."""
+        from transformers import AutoTokenizer
+
+        return AgentSFTFormatter(AutoTokenizer.from_pretrained(model_path), max_length=self.args.get("max_length") or DPO_MAX_LENGTH)
+
+    def pairs(self, data: TrainingData) -> list[dict[str, Any]]:
+        """The policy's (and the expert's) training-task runs, scored (``rollouts/scored.jsonl``) and paired (``pairs.jsonl``)."""
+        folder = data.run_dir / "rollouts"
+        scored = self.rollouts.scored(data.model, self.reward, folder)
+        write_atomic(folder / SCORED_FILE, "".join(json_line(s) for s in scored))
+        data.counts["rollouts"] = len(scored)
+        pairs, unsplit = preference_pairs(scored, self.formatter(data.model_path))
         data.counts["pairs"] = len(pairs)
         data.counts["pairs_unsplit"] = unsplit
-        write_atomic(data.run_dir / "rollouts" / "pairs.jsonl", "".join(json_line(pair) for pair in pairs))
+        write_atomic(folder / PAIRS_FILE, "".join(json_line(pair) for pair in pairs))
         if not pairs:
             raise NothingToTrain(f"0 preference pairs: {no_pairs_reason(scored, unsplit)}")
-        return self.train(data.model_path, pairs, output_dir, init_adapter)
+        return pairs

@@ -1,5 +1,9 @@
 """``rl_algo=sft``: LoRA supervised fine-tuning with trl's ``SFTTrainer`` on formatted agent dialogs.
 
+The algorithm owns its inputs: the dialog source (``train_data``), the formatter's settings, the coreset
+and the replay buffer (``agentlab.training.samples``). In a multi-process launch rank 0 draws the round's
+samples and hands them to the other ranks.
+
 Samples come pre-tokenized from the formatter (``input_ids`` + ``labels`` with -100 outside assistant
 turns); trl takes them as ``assistant_masks``, so the loss falls on assistant tokens only.
 
@@ -17,6 +21,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agentlab.training.continual import ReplayBuffer
+from agentlab.training.coreset import CoresetSelector
+from agentlab.training.samples import DialogSource, SFTSamples
 from agentlab.training.trainers.base import LoraAlgorithm, TrainResult
 
 if TYPE_CHECKING:
@@ -43,7 +50,8 @@ def split_at_prefix(model: Any, inputs: dict[str, Any]) -> dict[str, Any]:
     """``inputs`` with the untrained prefix run under no_grad and handed over as ``past_key_values``.
 
     The prefix ends one token before the first trained one: that token's logits predict it, so it must
-    be in the part that keeps its gradient.
+    be in the part that keeps its gradient. It runs through the model itself, not its DDP wrapper (a
+    multi-process launch): a pass without gradient has nothing to synchronise.
     """
     import torch
     from transformers import DynamicCache
@@ -51,6 +59,7 @@ def split_at_prefix(model: Any, inputs: dict[str, Any]) -> dict[str, Any]:
     cut = first_trained_position(inputs["labels"]) - 1
     if cut < 1 or "position_ids" in inputs:
         return inputs
+    model = getattr(model, "module", model)
     cache = DynamicCache(config=model.config)  # passed explicitly: filled even where training turns use_cache off
     with torch.no_grad():
         model(input_ids=inputs["input_ids"][:, :cut], attention_mask=inputs["attention_mask"][:, :cut], past_key_values=cache)
@@ -78,8 +87,18 @@ class SFTAlgorithm(LoraAlgorithm):
     name = "sft"
     kwargs_dataclass = "trl.SFTConfig"  # what ``training_args`` are checked against before the run
 
-    def __init__(self, lora: dict[str, Any] | None = None, detach_prefix: bool = False, **training_args: Any) -> None:
+    def __init__(
+        self,
+        data: DialogSource,
+        formatter: dict[str, Any],
+        coreset: CoresetSelector,
+        continual: ReplayBuffer | None = None,
+        lora: dict[str, Any] | None = None,
+        detach_prefix: bool = False,
+        **training_args: Any,
+    ) -> None:
         super().__init__(lora, **training_args)
+        self.samples = SFTSamples(data, formatter, coreset, continual)
         self.detach_prefix = detach_prefix
 
     def train(self, model_path: str, samples: list[dict[str, Any]], output_dir: Path, init_adapter: str | None = None) -> TrainResult:
@@ -89,5 +108,5 @@ class SFTAlgorithm(LoraAlgorithm):
         return self.fit(sft_trainer_class(self.detach_prefix), SFTConfig, to_trl_rows(samples), model_path, output_dir, init_adapter)
 
     def run(self, data: TrainingData, output_dir: Path, init_adapter: str | None) -> TrainResult:
-        """The stage's entry: train on the round's formatted samples."""
-        return self.train(data.model_path, data.samples(), output_dir, init_adapter)
+        """The stage's entry: train on the round's samples (drawn by rank 0 alone)."""
+        return self.train(data.model_path, data.from_main(lambda: self.samples.build(data)), output_dir, init_adapter)
