@@ -82,12 +82,13 @@ def main() -> None:
     parser.add_argument("--user", choices=["oracle", "smollm2"], default="oracle")
     parser.add_argument("--max-steps", type=int, default=10)
     parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--adapter", default=None, help="a LoRA adapter folder for the policy (e.g. an SFT run's adapter/)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
     domain = Tau2Domain(args.domain)
     tasks = domain.tasks(None)
-    settings = SmolLM2Model(max_new_tokens=args.max_new_tokens)
+    settings = SmolLM2Model(max_new_tokens=args.max_new_tokens, adapter=args.adapter)
     loaded = settings.load()
     user = KeptClients(OracleModel() if args.user == "oracle" else SmolLM2Model(max_new_tokens=64))
     runner = TimedRunner(domain, max_steps=args.max_steps, max_tool_rounds=4, assistant_sampling_temperature=1.0, assistant_window_size=8192)
@@ -109,6 +110,7 @@ def main() -> None:
         "failed_episodes": sum(1 for r in rollouts if r.played is None),
         "concurrency": args.concurrency,
         "max_new_tokens": args.max_new_tokens,
+        "adapter": args.adapter,
         "wall_s": round(wall, 2),
         "episodes_per_s": round(len(rollouts) / wall, 4),
         "policy_tokens": policy_tokens,

@@ -311,9 +311,13 @@ class TaskRunner:
         user_client: SupportsChatGetResponse,
         executor: Executor | None = None,
     ) -> ScoredEpisode:
-        """Play and score one (task, trial); nothing is written. tau2's evaluator runs in ``executor``
-        (None: the event loop's default threads), so scoring overlaps other episodes' turns."""
+        """Play and score one (task, trial); nothing is written."""
         episode = await self.run(task, assistant_client, user_client)
+        return await self.score_episode(task, trial, episode, executor)
+
+    async def score_episode(self, task: Task, trial: int, episode: Episode, executor: Executor | None = None) -> ScoredEpisode:
+        """tau2's record of ``episode`` with its reward; the evaluator runs in ``executor`` (None: the event
+        loop's default threads), so scoring overlaps other episodes' turns."""
         simulation = episode.simulation(trial)
         loop = asyncio.get_running_loop()
         simulation.reward_info = await loop.run_in_executor(executor, score, self, task, simulation)

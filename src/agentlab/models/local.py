@@ -53,7 +53,7 @@ class Generation:
     new_ids: list[int]
     reused_tokens: int = 0
     logprobs: list[float] | None = None
-    seconds: float = 0.0  # wall time of the call, waiting for the model included
+    seconds: float = 0.0  # the model's time on this call (waiting for another conversation's call excluded)
 
     @property
     def prompt_tokens(self) -> int:
@@ -275,8 +275,8 @@ class LocalHFModel(ModelFactory):
     ) -> Generation:
         """Continue ``prompt_ids`` (blocking, one call at a time), resuming from the best prefix-cache slot."""
         loaded = self.load()
-        started = time.perf_counter()
         with self._generate_lock:
+            started = time.perf_counter()
             taken = self.prefix_cache.take(prompt_ids) if self.prefix_cache is not None else None
             reused, cache = taken if taken is not None else (0, self._new_cache(loaded))
             new_ids, logprobs = _decode(loaded, prompt_ids, cache, max_new_tokens, temperature, top_p, self.record_logprobs)
@@ -286,8 +286,8 @@ class LocalHFModel(ModelFactory):
             self.cache_hits += int(reused > 0)
             self.reused_tokens += reused
             self.prefill_tokens += len(prompt_ids) - reused
+            seconds = time.perf_counter() - started
         text = loaded.tokenizer.decode(new_ids, skip_special_tokens=True)
-        seconds = time.perf_counter() - started
         return Generation(text=text, prompt_ids=list(prompt_ids), new_ids=new_ids, reused_tokens=reused, logprobs=logprobs, seconds=seconds)
 
     def _new_cache(self, loaded: LoadedModel) -> Any:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from loguru import logger
-from tau2.data_model.simulation import TerminationReason
+from tau2.data_model.simulation import RewardInfo, TerminationReason
 from tau2.data_model.tasks import Task
 
 from agentlab.config import UserError, error_cause
@@ -165,15 +165,23 @@ class EpisodeRollout:
             await self.user.aclose()
 
     async def _play_one(self, policy: LocalHFModel, task: Task) -> Rollout:
+        """One episode. One that cannot be played (a user model that fails) gets no reward; one tau2's evaluator
+        cannot score (an assertion about a record the agent never made) scores 0, as the harness counts it."""
         client = LocalChatClient(policy)
         self.trial += 1
         try:
-            played = await self.runner.play(task, self.trial, client, self.user.client(task, "user"))
+            episode = await self.runner.run(task, client, self.user.client(task, "user"))
         except UserError:
             raise
         except Exception as exc:  # noqa: BLE001 - one failed episode must not end training: it gets no reward
             logger.warning(f"GRPO episode of task {task.id} failed: {error_cause(exc)}")
             return Rollout(task, None, client.generations, error=error_cause(exc))
+        try:
+            played = await self.runner.score_episode(task, self.trial, episode)
+        except Exception as exc:  # noqa: BLE001 - the agent's conversation is what failed the evaluator
+            simulation = episode.simulation(self.trial)
+            simulation.reward_info = RewardInfo(reward=0.0, info={"scoring_error": error_cause(exc)})
+            played = ScoredEpisode(episode=episode, simulation=simulation)
         return Rollout(task, played, client.generations)
 
     def __call__(self, prompts: list[Any], trainer: Any) -> dict[str, list[Any]]:

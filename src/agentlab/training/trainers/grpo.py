@@ -90,13 +90,13 @@ class GRPOAlgorithm(LoraAlgorithm):
         runner: TaskRunner,
         user: ModelFactory,
         lora: dict[str, Any] | None = None,
-        reward: AgentRewardModel | Mapping[str, Any] | None = None,
+        reward: AgentRewardModel | None = None,
         concurrency: int = 4,
         **training_args: Any,
     ) -> None:
         super().__init__(lora=lora, **training_args)
         self.runner, self.user, self.concurrency = runner, user, concurrency
-        self.reward = reward if isinstance(reward, AgentRewardModel) else AgentRewardModel()  # reward=none composes to {}
+        self.reward = reward or AgentRewardModel()
         temperature = float(training_args.get("temperature", 1.0))
         if not math.isclose(runner.assistant_sampling_temperature, temperature):
             raise ConfigError(
@@ -145,5 +145,5 @@ class GRPOAlgorithm(LoraAlgorithm):
 
     def run(self, data: TrainingData, output_dir: Path, init_adapter: str | None) -> TrainResult:
         """The stage's entry: GRPO on the stage's training tasks, starting from the stage's model settings."""
-        return self.train(data.stage.model, data.tasks(), output_dir, init_adapter)
+        return self.train(data.model, data.tasks(), output_dir, init_adapter)
 
