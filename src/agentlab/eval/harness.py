@@ -112,6 +112,26 @@ class Evaluation:
     def __call__(self, run_dir: Path, config: dict[str, Any], name: str, group: str) -> dict[str, Any]:
         """Run the missing pairs into ``run_dir``, then write the summary, tau2 file and tracker records."""
         started = time.perf_counter()
+        tasks, store, todo = self.pending(run_dir)
+        self.logger.start(config, run_dir, name=name, group=group, job_type=self.job_type)
+        self._stream(tasks, store, todo)
+        rows = self.selected_rows(store.rows, tasks)
+        summary = summarize(rows, self.num_trials, time.perf_counter() - started)
+        self._record(run_dir, rows, tasks, summary)
+        return summary
+
+    def play(self, run_dir: Path) -> list[dict[str, Any]]:
+        """This evaluation's rows, the missing pairs first run into ``run_dir``'s ``results.jsonl`` (streamed, so
+        a re-run resumes); no summary, table or tracker record (what training's rollouts and expert runs need)."""
+        tasks, store, todo = self.pending(run_dir)
+        self._stream(tasks, store, todo)
+        return self.selected_rows(store.rows, tasks)
+
+    def pending(self, run_dir: Path) -> tuple[list[Task], ResultStore, list[tuple[Task, int]]]:
+        """(the tasks, the run dir's store, the pairs still to run), after the preflight of those pairs.
+
+        Error rows whose model was never reached are set aside to run again (``REDONE_FILE`` keeps them).
+        """
         if self.patch_env:
             patch_env_set_state()
         tasks = self.tasks()
@@ -123,12 +143,11 @@ class Evaluation:
         done = store.finished()
         todo = [(t, trial) for trial in range(self.num_trials) for t in tasks if (t.id, trial) not in done]
         self.preflight(todo)
-        self.logger.start(config, run_dir, name=name, group=group, job_type=self.job_type)
-        asyncio.run(self._run_pairs(todo, store, already=len(done), total=len(tasks) * self.num_trials))
-        rows = self.selected_rows(store.rows, tasks)
-        summary = summarize(rows, self.num_trials, time.perf_counter() - started)
-        self._record(run_dir, rows, tasks, summary)
-        return summary
+        return tasks, store, todo
+
+    def _stream(self, tasks: list[Task], store: ResultStore, todo: list[tuple[Task, int]]) -> None:
+        total = len(tasks) * self.num_trials
+        asyncio.run(self._run_pairs(todo, store, already=total - len(todo), total=total))
 
     def preflight(self, todo: list[tuple[Task, int]]) -> None:
         """Before the first pair: the window holds the prompt and tools, and both models are reached once.

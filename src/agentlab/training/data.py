@@ -407,8 +407,7 @@ def expert_dialogs(
     wanted = {t.id for t in tasks}
 
     def run(directory: Path) -> list[Dialog]:
-        config = {"domain": domain, "task_split": split, "source": "expert_dialogs"}
-        evaluation(directory, config=config, name="expert_dialogs", group="training")
+        evaluation.play(directory)
         return [d for d in dialogs_from_results(directory / RESULTS_FILE) if d.metadata["task_id"] in wanted]
 
     if run_dir is not None:

@@ -4,7 +4,8 @@ The rollouts are real harness runs (the runner, the user simulator and tau2's ev
 so each carries its tau2 reward and the composite agent reward computed from its trajectory. With
 ``include_expert`` the oracle's run of each task joins the candidates: when every sample of a weak policy
 fails alike, the expert is still better, so the task still gives a pair (expert vs failed exploration, as
-ETO's contrastive trajectories). Runs are written under the stage's folder and resume like evaluations.
+ETO's contrastive trajectories). Runs are played with ``Evaluation.play``: rows stream to ``results.jsonl``
+under the stage's folder (a re-run resumes them), with no summary, table or tracker record.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from agentlab.eval.harness import Evaluation
-from agentlab.eval.results import ResultStore
 from agentlab.models.base import ChatModel
 from agentlab.models.oracle import OracleModel
 from agentlab.training.data import dialogs_from_rows, refuse_held_out
@@ -29,7 +29,7 @@ class RolloutSampler:
         self.evaluation = evaluation
         self.include_expert = include_expert
 
-    def _rows(self, evaluation: Evaluation, run_dir: Path, source: str) -> list[dict[str, Any]]:
+    def _rows(self, evaluation: Evaluation, run_dir: Path) -> list[dict[str, Any]]:
         tasks = evaluation.tasks()
         refuse_held_out(tasks, evaluation.runner.domain, evaluation.task_split)
         if not tasks:
@@ -37,16 +37,15 @@ class RolloutSampler:
                 f"0 training tasks for rollouts: task_split={evaluation.task_split!r}, num_tasks={evaluation.num_tasks}, "
                 f"task_ids={evaluation.task_ids} select none of domain {evaluation.runner.domain.name}'s tasks"
             )
-        evaluation(run_dir, config={"source": source, "task_split": evaluation.task_split}, name=source, group="rollouts")
-        return evaluation.selected_rows(ResultStore(run_dir).rows, tasks)
+        return evaluation.play(run_dir)
 
     def rows(self, policy: ChatModel, work_dir: Path) -> list[dict[str, Any]]:
         """The policy's runs, then (with ``include_expert``) the oracle's, one trial per task."""
-        rows = self._rows(self.evaluation(agent=policy), work_dir / "policy", "policy")
+        rows = self._rows(self.evaluation(agent=policy), work_dir / "policy")
         if self.include_expert:
             oracle = OracleModel()
             expert = self.evaluation(agent=oracle, user=oracle, num_trials=1)
-            rows += self._rows(expert, work_dir / "expert", "expert")
+            rows += self._rows(expert, work_dir / "expert")
         return rows
 
     def scored(self, policy: ChatModel, reward: AgentRewardModel, work_dir: Path) -> list[dict[str, Any]]:
