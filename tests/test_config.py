@@ -126,3 +126,12 @@ def test_hparams_search_sets_the_optuna_sweeper_on_a_metric_of_metrics_json(opti
     assert cfg.optimized_metric == "eval/avg_reward" and cfg.hydra.sweeper.direction == "maximize"
     for key in cfg.hydra.sweeper.params:  # every searched key exists in the experiment's config
         assert OmegaConf.select(cfg, key) is not None, key
+
+
+@pytest.mark.parametrize(("hardware", "detached"), [("cpu", True), ("a100", False)])
+def test_dpo_detach_prefix_follows_the_hardware_profile(compose_cfg, hardware, detached):
+    cfg = compose_cfg("+experiment=rl_airline", "rl_algo=dpo", f"hardware={hardware}")
+    check_config(cfg)
+    algo = instantiate(cfg.rl_algo)
+    assert algo.detach_prefix is detached
+    assert algo.args.get("precompute_ref_log_probs", False) is detached  # the detached reference runs before training

@@ -10,12 +10,13 @@ covers only tokens the agent wrote; the user simulator's and the tools' text is 
 that never part at an agent turn (the same agent turns throughout, or a user or tool turn differs first)
 give no pair and are counted (``pairs_unsplit``).
 
-``detach_prefix``: the shared prompt runs once per pair, without gradient, and its KV cache feeds chosen and
-rejected (``trainers.prefix``), in the policy's forward and in the reference's. The loss is exact; the
-policy's gradient leaves out the adapter's effect through the prompt's keys and values. The reference
-log-probs are then computed once, before training (trl's ``precompute_ref_log_probs``), since trl's in-step
-reference forward cannot be handed the cached prompt. trl's unchanged step recomputes the ~4.4k-token prompt
-for both completions, in the policy's forward, its backward and the reference's.
+``detach_prefix``: trl concatenates the prompt to chosen and to rejected, so its step runs the ~4.4k-token
+prompt twice in the policy's forward, again in its backward and twice in the reference's, and scores every
+prompt position through the LM head on CPU. With it on, each pair's prompt runs once, without gradient, and
+its KV cache feeds chosen and rejected (``trainers.prefix``), in the policy's forward and the reference's.
+The loss is exact; the policy's gradient leaves out the adapter's effect through the prompt's keys and
+values. The reference log-probs are then computed before training (trl's ``precompute_ref_log_probs``):
+trl's in-step reference forward calls the model itself, where no cached prompt can be handed to it.
 """
 
 from __future__ import annotations
