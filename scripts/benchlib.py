@@ -20,6 +20,7 @@ def machine(*packages: str) -> dict[str, Any]:
         "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # AVX2 has no bf16 matmul units: bf16 autocast is slow there
         "python": sys.version.split()[0],
         **{name: version(name) for name in ("torch", "transformers", *packages)},
         "load_average_1m": round(os.getloadavg()[0], 2),

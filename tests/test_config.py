@@ -140,3 +140,12 @@ def test_none_options_are_real_objects_that_do_what_their_name_says(compose_cfg,
     reward = instantiate(cfg.reward)  # tau2's reward alone: only task completion weighs, no penalty
     assert isinstance(reward, AgentRewardModel) and reward.weights["task_completion"] == 1.0
     assert sum(reward.weights.values()) == 1.0 and not any(reward.penalties.values())
+
+
+@pytest.mark.parametrize(("hardware", "detached"), [("cpu", True), ("a100", False)])
+def test_dpo_detach_prefix_follows_the_hardware_profile(compose_cfg, hardware, detached):
+    cfg = compose_cfg("+experiment=rl_airline", "rl_algo=dpo", f"hardware={hardware}")
+    check_config(cfg)
+    algo = instantiate(cfg.rl_algo)
+    assert algo.detach_prefix is detached
+    assert algo.args.get("precompute_ref_log_probs", False) is detached  # the detached reference runs before training

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sft_helpers import TOOLS, dpo_algorithm, qwen_template_tokenizer, sft_algorithm, tokenizer
@@ -16,7 +17,7 @@ from agentlab.models.toolformat import render
 from agentlab.training.data import Dialog
 from agentlab.training.formatter import AgentSFTFormatter, render_chat
 from agentlab.training.trainers.base import NothingToTrain, last_checkpoint
-from agentlab.training.trainers.dpo import no_pairs_reason, preference_pairs
+from agentlab.training.trainers.dpo import dpo_trainer_class, no_pairs_reason, preference_pairs
 from agentlab.training.trainers.sft import IGNORE_INDEX, to_trl_rows
 
 
@@ -165,37 +166,131 @@ def test_dpo_trains_on_the_agent_turn_tokens_only(tiny_base, formatter, tmp_path
     assert trainer.train().global_step == 1
 
 
-def test_dpo_step_saves_an_adapter(tiny_base, tmp_path):
+@pytest.mark.parametrize("detach_prefix", [False, True])
+def test_dpo_step_saves_an_adapter(tiny_base, tmp_path, detach_prefix):
     pairs = [
         {"prompt": f"<|im_start|>user\nbook flight {i}<|im_end|>\n<|im_start|>assistant\n",
          "chosen": '<tool_call>{"name": "search_direct_flight", "arguments": {}}</tool_call>', "rejected": "I cannot help."}
         for i in range(4)
     ]
-    result = dpo_algorithm(lora=LORA, beta=0.1, max_steps=1, per_device_train_batch_size=2, save_steps=1).train(
-        str(tiny_base), pairs, tmp_path
-    )
+    algo = dpo_algorithm(lora=LORA, detach_prefix=detach_prefix, beta=0.1, max_steps=1, per_device_train_batch_size=2, save_steps=1)
+    result = algo.train(str(tiny_base), pairs, tmp_path)
     assert (result.adapter_dir / "adapter_model.safetensors").is_file() and result.metrics["train/steps"] == 1
     assert math.isclose(result.metrics["train/loss"], math.log(2), rel_tol=0.05)  # DPO starts at -log(sigmoid(0))
 
 
-def test_detached_prefix_keeps_the_loss_and_trains(tiny_base, tmp_path):
-    """The prefix-detached forward gives the full sequence's loss; a trl step with it saves an adapter."""
-    import torch
+def _fused_tiny(tiny_base: Path) -> Any:
+    """The tiny Llama with trl's fused LM head, in training mode (how trl's trainers call their model)."""
     from transformers import AutoModelForCausalLM
-
-    from agentlab.training.trainers.sft import split_at_prefix
+    from trl.trainer.utils import add_fused_lm_head
 
     model = AutoModelForCausalLM.from_pretrained(tiny_base).train()
+    add_fused_lm_head(model, outputs=("log_probs", "entropy", "mean_logits", "is_top1"))
+    return model
+
+
+def test_a_detached_prefix_gives_the_full_sequences_outputs(tiny_base):
+    """Rows sharing a prompt, prompts of two lengths, padding; checkpointing on (a checkpointed layer drops the cache)."""
+    import torch
+
+    from agentlab.training.trainers.prefix import PrefixDetached, prefix_cut
+
+    model = _fused_tiny(tiny_base)
+    model.gradient_checkpointing_enable()
+    prompts, completions = [list(range(100, 140)), list(range(200, 230))], [[7, 8, 9], [10, 11], [12], [13, 14, 15, 16]]
+    rows = [prompts[i % 2] + c for i, c in enumerate(completions)]  # chosen 0, chosen 1, rejected 0, rejected 1
+    width = max(map(len, rows))
+    ids = torch.tensor([r + [0] * (width - len(r)) for r in rows])
+    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
+    labels = torch.tensor([[IGNORE_INDEX] * len(prompts[i % 2]) + c + [IGNORE_INDEX] * (width - len(rows[i])) for i, c in enumerate(completions)])
+    assert prefix_cut(labels) == 29  # one token before the shorter prompt's first completion token
+    full = model(input_ids=ids, attention_mask=mask, labels=labels, fused_lm_head=True)
+    detached = PrefixDetached(model)(input_ids=ids, attention_mask=mask, labels=labels, fused_lm_head=True)
+    for key in ("log_probs", "entropy", "mean_logits", "is_top1", "label_mask"):
+        assert detached[key].shape == full[key].shape
+        assert torch.allclose(detached[key].float(), full[key].float(), atol=1e-5), key
+    assert torch.allclose(detached.loss, full.loss, atol=1e-5)
+    assert model.is_gradient_checkpointing  # turned back on after the call
+
+
+def test_detached_sft_keeps_the_loss_and_trains(tiny_base, tmp_path):
+    """The prefix-detached SFT loss is the full sequence's; a trl step with it saves an adapter."""
+    import torch
+
+    from agentlab.training.trainers.prefix import PrefixDetached
+
+    model = _fused_tiny(tiny_base)
     sample = _samples(1)[0]
     inputs = {
         "input_ids": torch.tensor([sample["input_ids"]]),
         "attention_mask": torch.ones(1, len(sample["input_ids"]), dtype=torch.long),
         "labels": torch.tensor([sample["labels"]]),
+        "fused_lm_head": True,
     }
-    split = split_at_prefix(model, inputs)
-    assert split["input_ids"].shape[1] == len(sample["input_ids"]) - 19  # from the token before the first label
-    assert torch.allclose(model(**split).loss, model(**inputs).loss, atol=1e-5)
+    assert torch.allclose(PrefixDetached(model)(**inputs).loss, model(**inputs).loss, atol=1e-5)
 
     algo = sft_algorithm(lora=LORA, detach_prefix=True, max_steps=2, per_device_train_batch_size=2, logging_steps=1)
     result = algo.train(str(tiny_base), _samples(), tmp_path)
     assert (result.adapter_dir / "adapter_model.safetensors").is_file() and math.isfinite(result.metrics["train/loss"])
+
+
+def _dpo_trainer(tiny_base: Path, formatter: AgentSFTFormatter, tmp_path: Path, detach_prefix: bool) -> Any:
+    """trl's DPO trainer (or the prefix-detached one) on two real pairs of different prompts, with a random adapter."""
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from trl import DPOConfig
+
+    (first,), _ = preference_pairs(_scored((_good(), 0.9, "oracle"), (_bad(), 0.1, "policy")), formatter)
+    extra = {"role": "user", "content": "Also, my seat."}  # a second pair whose prompt is longer
+    better, worse = _rollout([extra, *_good().turns[2:]], "2"), _rollout([extra, *_bad().turns[2:]], "2")
+    (second,), _ = preference_pairs(_scored((better, 0.9, "oracle"), (worse, 0.1, "policy")), formatter)
+    rows = [{key: pair[key] for key in ("prompt", "chosen", "rejected")} for pair in (first, second)]
+    args = DPOConfig(
+        output_dir=str(tmp_path), report_to=[], use_cpu=True, bf16=False, max_steps=1, per_device_train_batch_size=2,
+        precompute_ref_log_probs=True,  # the reference the same way for both (detach_prefix needs it)
+    )
+    trainer = dpo_trainer_class(detach_prefix)(
+        model=str(tiny_base), args=args, train_dataset=Dataset.from_list(rows), processing_class=formatter.tokenizer,
+        peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], task_type="CAUSAL_LM"),
+    )
+    torch.manual_seed(1)
+    for name, param in trainer.model.named_parameters():
+        if "lora_B" in name:  # a policy away from the reference: the loss is no longer ln 2 whatever the forward
+            param.data.normal_(0, 0.5)
+    trainer.model.train()
+    return trainer
+
+
+def test_detached_dpo_loss_equals_trls(tiny_base, formatter, tmp_path):
+    """Same pairs, same adapter: the prefix-detached loss and reference log-probs are trl's own; the adapter gets a gradient."""
+    import torch
+
+    losses, reference = {}, {}
+    for detach in (False, True):
+        trainer = _dpo_trainer(tiny_base, formatter, tmp_path / str(detach), detach)
+        batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
+        reference[detach] = trainer.compute_ref_log_probs(trainer.model, batch)
+        loss = trainer.compute_loss(trainer.model, batch)
+        loss.backward()
+        losses[detach] = loss.item()
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in trainer.model.named_parameters() if "lora_" in n)
+    assert abs(losses[True] - losses[False]) < 1e-5 and abs(losses[True] - math.log(2)) > 1e-3
+    for detached, full in zip(reference[True], reference[False], strict=True):  # the reference's own forward, detached
+        assert torch.allclose(detached, full, atol=1e-4)
+
+
+def test_detached_dpo_scores_only_the_agent_turns(tiny_base, formatter, tmp_path):
+    """With the prompt detached, the tokens that carry DPO's log-probs are exactly the chosen and rejected turns."""
+    from agentlab.training.trainers.prefix import PrefixDetached
+
+    trainer = _dpo_trainer(tiny_base, formatter, tmp_path, detach_prefix=True)
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
+    labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, IGNORE_INDEX)  # as trl builds them
+    outputs = PrefixDetached(trainer.model)(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels, fused_lm_head=True)
+    scored = outputs.label_mask
+    assert scored.equal(batch["completion_mask"][:, 1:].bool())
+    tok, rows = formatter.tokenizer, [trainer.train_dataset[i] for i in range(2)]
+    texts = [tok.decode(batch["input_ids"][r, 1:][scored[r]]) for r in range(4)]
+    assert texts == [tok.decode(row["chosen_ids"]) for row in rows] + [tok.decode(row["rejected_ids"]) for row in rows]
+    assert all(word not in "".join(texts) for word in ("GOODTOOL", "BADUSER", "Paris?", "<|im_start|>"))

@@ -12,6 +12,14 @@ give no pair and are counted (``pairs_unsplit``).
 
 The algorithm owns its inputs: the rollout sampler (``rollouts``) and the reward model (``reward``). In a
 multi-process launch rank 0 rolls out, scores and pairs; the other ranks get its pairs.
+
+``detach_prefix``: trl concatenates the prompt to chosen and to rejected, so its step runs the ~4.4k-token
+prompt twice in the policy's forward, again in its backward and twice in the reference's, and scores every
+prompt position through the LM head on CPU. With it on, each pair's prompt runs once, without gradient, and
+its KV cache feeds chosen and rejected (``trainers.prefix``), in the policy's forward and the reference's.
+The loss is exact; the policy's gradient leaves out the adapter's effect through the prompt's keys and
+values. The reference log-probs are then computed before training (trl's ``precompute_ref_log_probs``):
+trl's in-step reference forward calls the model itself, where no cached prompt can be handed to it.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from agentlab.training.formatter import AgentSFTFormatter
 from agentlab.training.reward import AgentRewardModel
 from agentlab.training.rollouts import RolloutSampler
 from agentlab.training.trainers.base import LoraAlgorithm, NothingToTrain, TrainResult
+from agentlab.training.trainers.prefix import PrefixDetached
 
 if TYPE_CHECKING:
     from agentlab.training.stage import TrainingData
@@ -78,22 +87,49 @@ def no_pairs_reason(scored: list[dict[str, Any]], unsplit: int = 0) -> str:
     return f"every task's rollouts tied (rewards {rewards})"
 
 
+def dpo_trainer_class(detach_prefix: bool) -> type:
+    """trl's ``DPOTrainer``, or a subclass whose policy and reference forwards run each pair's prompt once, without gradient."""
+    from trl import DPOTrainer
+
+    if not detach_prefix:
+        return DPOTrainer
+
+    class PrefixDetachedDPOTrainer(DPOTrainer):
+        def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None) -> Any:
+            return super().compute_loss(PrefixDetached(model, self.args.gradient_checkpointing_kwargs), inputs, return_outputs, num_items_in_batch)
+
+        def compute_ref_log_probs(self, model: Any, inputs: dict[str, Any]) -> Any:
+            return super().compute_ref_log_probs(PrefixDetached(model, self.args.gradient_checkpointing_kwargs), inputs)
+
+    return PrefixDetachedDPOTrainer
+
+
 class DPOAlgorithm(LoraAlgorithm):
     """LoRA DPO; ``training_args`` are trl ``DPOConfig`` fields (``beta``, ``loss_type``, ... see conf/rl_algo/dpo.yaml)."""
 
     name = "dpo"
     kwargs_dataclass = "trl.DPOConfig"  # what ``training_args`` are checked against before the run
 
-    def __init__(self, rollouts: RolloutSampler, reward: AgentRewardModel, lora: dict[str, Any] | None = None, **training_args: Any) -> None:
+    def __init__(
+        self,
+        rollouts: RolloutSampler,
+        reward: AgentRewardModel,
+        lora: dict[str, Any] | None = None,
+        detach_prefix: bool = False,
+        **training_args: Any,
+    ) -> None:
+        if detach_prefix:
+            training_args["precompute_ref_log_probs"] = True  # the reference's forward is detached only there
         super().__init__(lora, **training_args)
         self.rollouts, self.reward = rollouts, reward
+        self.detach_prefix = detach_prefix
 
     def train(self, model_path: str, pairs: list[dict[str, Any]], output_dir: Path, init_adapter: str | None = None) -> TrainResult:
         """Optimise ``model_path`` on ``pairs`` (text prompt, chosen and rejected completions)."""
-        from trl import DPOConfig, DPOTrainer
+        from trl import DPOConfig
 
         rows = [{"prompt": p["prompt"], "chosen": p["chosen"], "rejected": p["rejected"]} for p in pairs]
-        return self.fit(DPOTrainer, DPOConfig, rows, model_path, output_dir, init_adapter)
+        return self.fit(dpo_trainer_class(self.detach_prefix), DPOConfig, rows, model_path, output_dir, init_adapter)
 
     def run(self, data: TrainingData, output_dir: Path, init_adapter: str | None) -> TrainResult:
         """The stage's entry: per-turn pairs from the scored rollouts (rank 0 alone makes them), then DPO."""

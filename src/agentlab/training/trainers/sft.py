@@ -7,13 +7,10 @@ samples and hands them to the other ranks.
 Samples come pre-tokenized from the formatter (``input_ids`` + ``labels`` with -100 outside assistant
 turns); trl takes them as ``assistant_masks``, so the loss falls on assistant tokens only.
 
-``detach_prefix``: agent samples are mostly prompt - a tau2 airline system prompt with its tools is ~4.4k
-SmolLM2 tokens before the first trained token. With it on, the tokens before a batch's first trained
-token run without gradient and their KV cache feeds the rest of the forward pass. The loss and the
-forward pass are exactly those of the full sequence; the gradient leaves out only the adapter's effect
-through the prompt's keys and values (a truncated backward, like truncated BPTT). It cuts a step's
-time and memory several-fold on CPU. Not used with packing or padding-free batches (several samples
-share a row there).
+``detach_prefix``: the tokens before a batch's first trained token run without gradient and their KV cache
+feeds the rest (``trainers.prefix``: exact loss, a truncated backward). Agent samples are mostly prompt, so
+it cuts a step's time and memory several-fold on CPU. Not used with packing or padding-free batches
+(several samples share a row there).
 """
 
 from __future__ import annotations
@@ -25,11 +22,10 @@ from agentlab.training.continual import ReplayBuffer
 from agentlab.training.coreset import CoresetSelector
 from agentlab.training.samples import DialogSource, SFTSamples
 from agentlab.training.trainers.base import LoraAlgorithm, TrainResult
+from agentlab.training.trainers.prefix import IGNORE_INDEX, PrefixDetached
 
 if TYPE_CHECKING:
     from agentlab.training.stage import TrainingData
-
-IGNORE_INDEX = -100
 
 
 def to_trl_rows(samples: list[dict[str, Any]]) -> list[dict[str, list[int]]]:
@@ -38,33 +34,6 @@ def to_trl_rows(samples: list[dict[str, Any]]) -> list[dict[str, list[int]]]:
         {"input_ids": list(s["input_ids"]), "assistant_masks": [int(label != IGNORE_INDEX) for label in s["labels"]]}
         for s in samples
     ]
-
-
-def first_trained_position(labels: Any) -> int:
-    """The earliest position, over the batch, whose token is trained (0 when none is)."""
-    trained = (labels != IGNORE_INDEX).any(dim=0).nonzero()
-    return int(trained[0]) if len(trained) else 0
-
-
-def split_at_prefix(model: Any, inputs: dict[str, Any]) -> dict[str, Any]:
-    """``inputs`` with the untrained prefix run under no_grad and handed over as ``past_key_values``.
-
-    The prefix ends one token before the first trained one: that token's logits predict it, so it must
-    be in the part that keeps its gradient. It runs through the model itself, not its DDP wrapper (a
-    multi-process launch): a pass without gradient has nothing to synchronise.
-    """
-    import torch
-    from transformers import DynamicCache
-
-    cut = first_trained_position(inputs["labels"]) - 1
-    if cut < 1 or "position_ids" in inputs:
-        return inputs
-    model = getattr(model, "module", model)
-    cache = DynamicCache(config=model.config)  # passed explicitly: filled even where training turns use_cache off
-    with torch.no_grad():
-        model(input_ids=inputs["input_ids"][:, :cut], attention_mask=inputs["attention_mask"][:, :cut], past_key_values=cache)
-    rest = {k: v[:, cut:] for k, v in inputs.items() if k in ("input_ids", "labels")}
-    return {**inputs, **rest, "past_key_values": cache}
 
 
 def sft_trainer_class(detach_prefix: bool) -> type:
@@ -76,7 +45,8 @@ def sft_trainer_class(detach_prefix: bool) -> type:
 
     class PrefixDetachedSFTTrainer(SFTTrainer):
         def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None) -> Any:
-            return super().compute_loss(model, split_at_prefix(model, inputs), return_outputs, num_items_in_batch)
+            detached = PrefixDetached(model, self.args.gradient_checkpointing_kwargs)
+            return super().compute_loss(detached, inputs, return_outputs, num_items_in_batch)
 
     return PrefixDetachedSFTTrainer
 
