@@ -9,6 +9,11 @@ sampled, so the user's and the tools' tokens get no gradient. The reward (``epis
 reward model's total on that exact conversation, with tau2's evaluator reward as its task-completion term
 (``reward=agent`` weighs the other terms); trl turns each task's group of rewards into advantages.
 
+``detach_prefix``: the episode's first prompt (system prompt, tools, opening: ~4.4k SmolLM2 tokens for airline)
+runs once per group without gradient and its KV cache feeds the rest of the sequence, in the policy's and the
+reference's scoring passes (``trainers.prefix``); the log-probs are exact, the gradient leaves out the
+adapter's effect through the prompt's keys and values.
+
 Logged per step (trl's log history, W&B when on): ``reward``/``reward_std``, the reward's terms
 (``agent_reward/<term>``) and per episode ``rollout/tau2_reward``, ``rollout/agent_turns``, ``rollout/user_turns``,
 ``rollout/tool_calls``, ``rollout/truncated`` (ended by ``max_steps``), ``rollout/unaligned_turns`` (replies the
@@ -33,6 +38,7 @@ from agentlab.training.data import refuse_held_out
 from agentlab.training.episodes import EpisodeReward, EpisodeRollout
 from agentlab.training.reward import AgentRewardModel
 from agentlab.training.trainers.base import LoraAlgorithm, TrainResult
+from agentlab.training.trainers.prefix import PrefixDetached
 
 if TYPE_CHECKING:
     from agentlab.training.stage import TrainingData
@@ -48,6 +54,21 @@ LOGGED = {
     "train/unaligned_turns": "rollout/unaligned_turns",
     "train/policy_tokens": "completions/mean_length",
 }
+
+
+def grpo_trainer_class(detach_prefix: bool) -> type:
+    """trl's ``GRPOTrainer``, or a subclass whose scoring passes run each group's prompt once, without gradient."""
+    from trl import GRPOTrainer
+
+    if not detach_prefix:
+        return GRPOTrainer
+
+    class PrefixDetachedGRPOTrainer(GRPOTrainer):
+        def _get_per_token_logps_and_entropies(self, model: Any, *args: Any, **kwargs: Any) -> Any:
+            detached = PrefixDetached(model, self.args.gradient_checkpointing_kwargs)
+            return super()._get_per_token_logps_and_entropies(detached, *args, **kwargs)
+
+    return PrefixDetachedGRPOTrainer
 
 
 def task_rows(tasks: Sequence[Task]) -> list[dict[str, str]]:
@@ -92,10 +113,12 @@ class GRPOAlgorithm(LoraAlgorithm):
         lora: dict[str, Any] | None = None,
         reward: AgentRewardModel | None = None,
         concurrency: int = 4,
+        detach_prefix: bool = False,
         **training_args: Any,
     ) -> None:
         super().__init__(lora=lora, **training_args)
         self.runner, self.user, self.concurrency = runner, user, concurrency
+        self.detach_prefix = detach_prefix
         self.reward = reward or AgentRewardModel()
         temperature = float(training_args.get("temperature", 1.0))
         if not math.isclose(runner.assistant_sampling_temperature, temperature):
@@ -106,14 +129,14 @@ class GRPOAlgorithm(LoraAlgorithm):
 
     def train(self, settings: LocalHFModel, tasks: list[Task], output_dir: Path, init_adapter: str | None = None) -> TrainResult:
         """Optimise the model of ``settings`` (its path and generation settings) on episodes of ``tasks``."""
-        from trl import GRPOConfig, GRPOTrainer
+        from trl import GRPOConfig
 
         refuse_held_out(list(tasks), self.runner.domain, None)
         self.preflight(tasks)
         recorder = _log_recorder()
         rollout = EpisodeRollout(self.runner, settings, self.user, tasks, self.concurrency)
         result = self.fit(
-            GRPOTrainer,
+            grpo_trainer_class(self.detach_prefix),
             GRPOConfig,
             task_rows(tasks),
             settings.model_path(),
