@@ -219,7 +219,8 @@ def _grpo(**overrides: Any) -> GRPOAlgorithm:
     return GRPOAlgorithm(**{**settings, **overrides})
 
 
-def test_a_grpo_step_trains_only_the_policy_s_tokens(tiny_base, task, tmp_path, monkeypatch) -> None:
+@pytest.mark.parametrize("detach_prefix", [False, True])
+def test_a_grpo_step_trains_only_the_policy_s_tokens(tiny_base, task, tmp_path, monkeypatch, detach_prefix) -> None:
     seen: list[dict[str, Any]] = []
     original = trl.GRPOTrainer.compute_loss
 
@@ -228,7 +229,7 @@ def test_a_grpo_step_trains_only_the_policy_s_tokens(tiny_base, task, tmp_path, 
         return original(self, model, inputs, *args, **kwargs)
 
     monkeypatch.setattr(trl.GRPOTrainer, "compute_loss", compute_loss)
-    result = _grpo().train(ScriptedPolicy(str(tiny_base), []), [task], tmp_path)
+    result = _grpo(detach_prefix=detach_prefix).train(ScriptedPolicy(str(tiny_base), []), [task], tmp_path)
 
     assert (result.adapter_dir / "adapter_config.json").is_file() and result.metrics["train/steps"] == 1.0
     assert result.metrics["train/tau2_reward"] == 1.0 and result.metrics["train/user_turns"] == 4.0
