@@ -7,6 +7,7 @@ speaks several times (the oracle's user states the task once and stops), so ever
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -280,3 +281,16 @@ def test_expert_data_needs_tasks_with_gold_actions(tmp_path, monkeypatch) -> Non
     with pytest.raises(ConfigError, match=r"train_data=expert: task\(s\) \['create_task_1'\] of domain mock have no evaluation criteria"):
         expert_dialogs("mock", None, num_tasks=1, run_dir=tmp_path)
     assert not any(tmp_path.iterdir())
+
+
+def test_a_policy_without_a_usable_chat_template_fails_before_training(tiny_base, task, tmp_path) -> None:
+    import shutil
+
+    bare = Path(shutil.copytree(tiny_base, tmp_path / "bare"))
+    config = json.loads((bare / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (bare / "tokenizer_config.json").write_text(json.dumps(config))
+    (bare / "chat_template.jinja").unlink(missing_ok=True)
+    with pytest.raises(ConfigError, match="no usable chat template"):
+        _grpo().train(LocalHFModel(str(bare)), [task], tmp_path / "run")
+    assert not (tmp_path / "run").exists()

@@ -34,6 +34,7 @@ from agentlab.config import ConfigError
 from agentlab.eval.runner import TaskRunner
 from agentlab.models.base import ModelFactory
 from agentlab.models.local import LocalHFModel
+from agentlab.models.toolformat import tool_format
 from agentlab.training.data import refuse_held_out
 from agentlab.training.episodes import EpisodeReward, EpisodeRollout
 from agentlab.training.reward import AgentRewardModel
@@ -132,7 +133,7 @@ class GRPOAlgorithm(LoraAlgorithm):
         from trl import GRPOConfig
 
         refuse_held_out(list(tasks), self.runner.domain, None)
-        self.preflight(tasks)
+        self.preflight(settings, tasks)
         recorder = _log_recorder()
         rollout = EpisodeRollout(self.runner, settings, self.user, tasks, self.concurrency)
         result = self.fit(
@@ -152,9 +153,13 @@ class GRPOAlgorithm(LoraAlgorithm):
         result.metrics.update({k: v for k, v in extra.items() if v is not None})
         return result
 
-    def preflight(self, tasks: Sequence[Task]) -> None:
-        """Before the model loads: the window holds the prompt and tools, and the user simulator is reached once
-        (a wrong path, URL or key fails here, named by its key, instead of failing every episode)."""
+    def preflight(self, settings: LocalHFModel, tasks: Sequence[Task]) -> None:
+        """Before the model loads: its tokenizer has a chat template the harness can prompt it with, the window
+        holds the prompt and tools, and the user simulator is reached once (a wrong path, URL or key fails
+        here, named by its key, instead of failing every episode)."""
+        from transformers import AutoTokenizer
+
+        tool_format(AutoTokenizer.from_pretrained(settings.model_path()))
         if tasks:
             self.runner.check_window(tasks[0])
 
