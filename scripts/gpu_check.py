@@ -32,7 +32,8 @@ def check_eval(model: Any, work: Path) -> dict[str, Any]:
     from agentlab.eval.runner import TaskRunner
     from agentlab.models.oracle import OracleModel
 
-    evaluation = Evaluation(TaskRunner(Tau2Domain("mock"), max_steps=6), model, OracleModel(), task_split=None, num_tasks=2, progress=False)
+    tasks = ["create_task_1", "update_task_1"]
+    evaluation = Evaluation(TaskRunner(Tau2Domain("mock"), max_steps=6), model, OracleModel(), task_split=None, task_ids=tasks, progress=False)
     summary = evaluation(work / "eval", config={}, name="gpu_check", group="gpu_check")
     assert summary["num_pairs"] == 2 and summary["errors"] == 0, summary
     return {"pairs": summary["num_pairs"], "device": str(model.load().device)}
@@ -45,17 +46,23 @@ def expert_dialogs(work: Path) -> list[Any]:
 
 
 def check_sft(path: Path, tokenizer: Any, bf16: bool, work: Path) -> dict[str, Any]:
+    from agentlab.training.coreset import CoresetSelector
     from agentlab.training.formatter import AgentSFTFormatter
+    from agentlab.training.sources import NoDialogs
     from agentlab.training.trainers.sft import SFTAlgorithm
 
     samples = AgentSFTFormatter(tokenizer, max_length=2048).format_dialogs(expert_dialogs(work))
-    result = SFTAlgorithm(lora=LORA, detach_prefix=True, bf16=bf16, **STEP).train(str(path), samples, work / "sft")
+    algorithm = SFTAlgorithm(NoDialogs(), {"max_length": 2048}, CoresetSelector("none"), lora=LORA, detach_prefix=True, bf16=bf16, **STEP)
+    result = algorithm.train(str(path), samples, work / "sft")
     return {"loss": result.metrics["train/loss"], "samples": len(samples)}
 
 
 def check_dpo(path: Path, tokenizer: Any, bf16: bool, work: Path) -> dict[str, Any]:
     """One pair: an expert dialog against the same dialog whose last agent turn says something else."""
+    from agentlab.eval.harness import Evaluation
     from agentlab.training.formatter import AgentSFTFormatter
+    from agentlab.training.reward import AgentRewardModel
+    from agentlab.training.rollouts import RolloutSampler
     from agentlab.training.trainers.dpo import DPOAlgorithm
 
     dialog = expert_dialogs(work)[0]
@@ -64,7 +71,8 @@ def check_dpo(path: Path, tokenizer: Any, bf16: bool, work: Path) -> dict[str, A
     split = AgentSFTFormatter(tokenizer, max_length=2048).turn_pair(dialog, worse)
     assert split is not None, "the two dialogs did not part at an agent turn"
     prompt, chosen, rejected = split
-    result = DPOAlgorithm(lora=LORA, bf16=bf16, **STEP).train(str(path), [{"prompt": prompt, "chosen": chosen, "rejected": rejected}], work / "dpo")
+    algorithm = DPOAlgorithm(RolloutSampler(evaluation=Evaluation), AgentRewardModel(), lora=LORA, detach_prefix=True, bf16=bf16, **STEP)
+    result = algorithm.train(str(path), [{"prompt": prompt, "chosen": chosen, "rejected": rejected}], work / "dpo")
     return {"loss": result.metrics["train/loss"]}
 
 
@@ -78,7 +86,7 @@ def check_grpo(model: Any, bf16: bool, work: Path) -> dict[str, Any]:
     domain = Tau2Domain("mock")
     runner = TaskRunner(domain, max_steps=6, assistant_sampling_temperature=1.0)
     settings = {**STEP, "per_device_train_batch_size": 2, "num_generations": 2, "temperature": 1.0}
-    algorithm = GRPOAlgorithm(runner=runner, user=OracleModel(), lora=LORA, bf16=bf16, **settings)
+    algorithm = GRPOAlgorithm(runner=runner, user=OracleModel(), lora=LORA, detach_prefix=True, bf16=bf16, **settings)
     result = algorithm.train(model, domain.tasks(None)[:1], work / "grpo")
     return {"loss": result.metrics["train/loss"], "reward": result.metrics.get("train/reward")}
 
