@@ -89,6 +89,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sft", type=Path, required=True, help="the learn_mock_sft run dir")
     parser.add_argument("--grpo", type=Path, required=True, help="the learn_mock_grpo run dir")
+    parser.add_argument("--base", type=Path, default=None, help="the base model's evaluation dir (default: <sft>/eval_base)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 
@@ -96,7 +97,7 @@ def main() -> None:
     runner = TaskRunner(domain)
     nothing = {str(t.id): do_nothing_reward(runner, t) for t in domain.tasks(None)}
     runs = {
-        "base": rewards_by_task(args.sft / "eval_base"),
+        "base": rewards_by_task(args.base or args.sft / "eval_base"),
         "sft": rewards_by_task(args.sft / "eval_adapter"),
         "grpo": rewards_by_task(args.grpo / "eval_adapter"),
     }
