@@ -75,7 +75,8 @@ class PrefixDetached:
         cut = prefix_cut(labels) if detachable and not {"position_ids", "output_router_logits"} & kwargs.keys() else 0
         if cut < 1:
             return self.model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, **kwargs)
-        with disable_gradient_checkpointing(self.model, self.gradient_checkpointing_kwargs):
+        inner = getattr(self.model, "module", self.model)  # under DDP the wrapper runs the forward, the model holds the settings
+        with disable_gradient_checkpointing(inner, self.gradient_checkpointing_kwargs):
             cache = prefix_cache(self.model, input_ids, attention_mask, cut)
             outputs = self.model(input_ids=input_ids[:, cut:], attention_mask=attention_mask, labels=labels[:, cut:], past_key_values=cache, **kwargs)
         return left_pad(outputs, cut, input_ids.shape[1] - cut - 1)
