@@ -123,8 +123,8 @@ def main() -> None:
         "time_s": {
             "policy_generation": round(sum(g.seconds for g in generations), 2),
             "user_simulator": round(sum(g.seconds for g in user_generations), 2),
-            "tools": round(TimedRunner.tool_seconds, 2),
-            "scoring": round(TimedRunner.scoring_seconds, 2),
+            "tools": round(TimedRunner.tool_seconds, 4),
+            "scoring": round(TimedRunner.scoring_seconds, 4),
         },
     }
     text = json.dumps(result, indent=2)
