@@ -55,9 +55,7 @@ class _ConfirmingClient(OracleChatClient):
     async def _inner_get_response(self, *, messages: list[Message], **kwargs: Any) -> Any:
         said = sum(1 for m in messages if m.role == "assistant")  # the user's own turns, as it sees them
         text = [user_opening(self.task), CONFIRM, THANKS][said] if said < 3 else STOP
-        return ChatResponse(messages=[Message(role="assistant", contents=[Content.from_text(text)])], model=self.name)
-
-    name = "confirming-user"
+        return ChatResponse(messages=[Message(role="assistant", contents=[Content.from_text(text)])], model=ConfirmingUser.name)
 
 
 class ScriptedPolicy(LocalHFModel):
