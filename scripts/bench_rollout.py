@@ -107,7 +107,7 @@ def main() -> None:
         "domain": args.domain,
         "user": args.user,
         "episodes": len(rollouts),
-        "failed_episodes": sum(1 for r in rollouts if r.played is None),
+        "failed_episodes": sum(1 for r in rollouts if r.trajectory is None),
         "concurrency": args.concurrency,
         "max_new_tokens": args.max_new_tokens,
         "adapter": args.adapter,
@@ -119,7 +119,7 @@ def main() -> None:
         "sequence_tokens_mean": round(sum(len(t.prompt_ids) + len(t.completion_ids) for t in tokens) / len(tokens), 1),
         "agent_generations": len(generations),
         "unaligned_turns": sum(t.unaligned_turns for t in tokens),
-        "mean_tau2_reward": round(sum(r.played.reward for r in rollouts if r.played) / max(1, sum(1 for r in rollouts if r.played)), 4),
+        "mean_tau2_reward": round(sum(r.trajectory.reward for r in rollouts if r.trajectory) / max(1, sum(1 for r in rollouts if r.trajectory)), 4),
         "time_s": {
             "policy_generation": round(sum(g.seconds for g in generations), 2),
             "user_simulator": round(sum(g.seconds for g in user_generations), 2),

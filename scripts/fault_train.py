@@ -76,7 +76,7 @@ class Job:
         )
         return [
             "+experiment=sft_airline", "model@agent=hf_local", f"agent.path={self.model}",
-            "domain=mock", "stage.train_tasks=3", "hardware.max_length=1024",
+            "domain=mock", "train_tasks=3", "hardware.max_length=1024",
             f"rl_algo.max_steps={self.max_steps}", f"rl_algo.save_steps={self.save_steps}", f"rl_algo.seed={self.seed}",
             *evaluation, "logger=none", "progress=false",
             f"continual.path={case / 'continual' / 'replay.jsonl'}",

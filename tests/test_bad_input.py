@@ -120,7 +120,7 @@ def test_a_bad_replay_setting_ends_the_run_with_exit_2(tmp_path):
 
 def test_sft_airline_takes_a_results_file_and_its_task_count_from_the_stage():
     _check("+experiment=sft_airline", "train_data=results", "train_data.path=r.jsonl")  # no train_data.num_tasks to refuse
-    cfg = _compose("+experiment=sft_airline", "stage.train_tasks=3", "stage.train_task_ids=[0,1]")
+    cfg = _compose("+experiment=sft_airline", "train_tasks=3", "train_task_ids=[0,1]")
     assert (cfg.train_data.split, cfg.train_data.num_tasks, list(cfg.train_data.task_ids)) == ("train", 3, [0, 1])
 
 

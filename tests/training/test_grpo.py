@@ -136,9 +136,9 @@ def test_the_rollout_plays_the_harness_episode_turn_for_turn(tiny_base, task, tm
     rollout, output = _rollout(ScriptedPolicy(str(tiny_base), rollout_prompts), task, ConfirmingUser())
 
     assert rollout_prompts == harness_prompts and len(harness_prompts) == 4  # ask, call, report, after thanks
-    played = [m.model_dump(mode="json") for m in rollout.played.simulation.messages]
+    played = [m.model_dump(mode="json") for m in rollout.trajectory.messages]
     assert _conversation(played) == _conversation(row["messages"])
-    assert rollout.played.reward == row["reward"] == 1.0
+    assert rollout.trajectory.reward == row["reward"] == 1.0
     roles = [m["role"] for m in row["messages"]]
     assert roles.count("user") == 4 and "tool" in roles  # several user turns and a tool result
 
@@ -164,9 +164,9 @@ def test_the_reward_is_tau2_s_on_the_episode_with_the_reward_model_s_terms(tiny_
 
     rollout, output = _rollout(ScriptedPolicy(str(tiny_base), []), task, ConfirmingUser())
     logged: dict[str, float] = {}
-    reward = EpisodeReward(AgentRewardModel(), "mock")
+    reward = EpisodeReward(AgentRewardModel())
     totals = reward([task.id], ["x"], rollout=output["rollout"], rollout_stats=output["rollout_stats"], log_metric=logged.__setitem__)
-    assert totals == [AgentRewardModel().compute(rollout.trajectory("mock")).total]
+    assert totals == [AgentRewardModel().compute(rollout.trajectory).total]
     assert logged["agent_reward/task_completion"] == 1.0 and logged["rollout/tau2_reward"] == 1.0
     assert logged["rollout/user_turns"] == 4.0
 
@@ -175,7 +175,7 @@ def test_the_embedded_model_can_be_the_user(tiny_base, task) -> None:
     user = LocalHFModel(str(smollm2_dir()), max_new_tokens=12)
     rollout, output = _rollout(ScriptedPolicy(str(tiny_base), []), task, user)
     assert rollout.error == ""
-    users = [m for m in rollout.played.simulation.messages if m.role == "user"]
+    users = [m for m in rollout.trajectory.messages if m.role == "user"]
     assert len(users) >= 2 and all(m.content for m in users)  # SmolLM2 answered after the opening, in its own words
     assert sum(output["env_mask"][0]) == sum(len(g.new_ids) for g in rollout.generations)
 

@@ -32,7 +32,7 @@ def test_two_processes_train_once_and_write_every_record_once(tmp_path):
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
         "-m", "agentlab.run", "+experiment=sft_airline", "model@agent=hf_local", f"agent.path={model}", "agent.max_new_tokens=16",
-        "num_tasks=1", "max_steps=4", "rl_algo.max_steps=1", "stage.train_tasks=1", "stage.compare_base=false",
+        "num_tasks=1", "max_steps=4", "rl_algo.max_steps=1", "train_tasks=1", "stage.compare_base=false",
         f"continual.path={replay}", "logger=wandb", "progress=false", f"hydra.run.dir={run_dir}",  # one run dir for both ranks
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}

@@ -10,21 +10,20 @@ from dataclasses import replace
 import pytest
 from hydra.utils import instantiate
 from tau2.data_model.message import AssistantMessage, ToolCall, ToolMessage, UserMessage
-from tau2.data_model.simulation import TerminationReason
+from tau2.data_model.simulation import RewardInfo, TerminationReason
 
 from agentlab.eval.harness import Evaluation
 from agentlab.eval.runner import TaskRunner
+from agentlab.eval.trajectory import Trajectory
 from agentlab.models.oracle import OracleModel
 from agentlab.training.reward import (
     DEFAULT_PENALTIES,
     DEFAULT_WEIGHTS,
     AgentRewardFunction,
     AgentRewardModel,
-    Trajectory,
     agent_calls,
     efficiency,
     format_compliance,
-    from_results_row,
     gold_actions,
     reward_functions,
     timing_quality,
@@ -58,11 +57,12 @@ def conversation(*calls: tuple, final: str | None = "Done.") -> list:
 def trajectory(task, messages, reward=1.0, reason=TerminationReason.USER_STOP, format_errors=0, domain=None):
     return Trajectory(
         task=task,
+        trial=0,
+        domain=domain,
         messages=messages,
         termination_reason=reason,
         format_errors=format_errors,
-        reward=reward,
-        domain=domain,
+        reward_info=None if reward is None else RewardInfo(reward=reward),
     )
 
 
@@ -136,7 +136,7 @@ PERFECT = (("get_user_details", USER_1), ("get_reservation_details", RES_1))
         (PERFECT[:1] + PERFECT, 0, 1.0, "user_stop", 2 / 3, {"redundant_call": -0.2}),
         # format 3/4 (4 assistant turns): .4 + .25 + .15 + .1 + .075 - .1
         (PERFECT, 1, 1.0, "user_stop", 0.875, {"format_error": -0.1}),
-        # tau2 scores max_steps 0 (computed by the evaluator here, reward=None): .25 + .15 + .1 + .1 - .5
+        # tau2 scores max_steps 0 (computed by the evaluator here, reward_info=None): .25 + .15 + .1 + .1 - .5
         (PERFECT, 0, None, "max_steps", 0.1, {"timeout": -0.5}),
     ],
 )
@@ -169,16 +169,16 @@ def test_oracle_rollouts_score_one_with_the_row_reward_and_recomputed(oracle_row
     model = AgentRewardModel()
     assert sorted(row["task_id"] for row in oracle_rows) == ["0", "2"]
     for row in oracle_rows:
-        traj = from_results_row(row)
+        traj = Trajectory.from_row(row)
         assert len(agent_calls(traj.messages)) == len(gold_actions(traj.task))
         result = model.compute(traj)
         assert result.total == 1.0 and set(result.terms.values()) == {1.0}, result.feedback
-        assert model.compute(replace(traj, reward=None)).terms["task_completion"] == 1.0
+        assert model.compute(replace(traj, reward_info=None)).terms["task_completion"] == 1.0
 
 
 def test_task_completion_is_tau2s_evaluator(oracle_rows):
     row = next(r for r in oracle_rows if r["task_id"] == "2")
-    traj = replace(from_results_row(row), reward=None)
+    traj = replace(Trajectory.from_row(row), reward_info=None)
     certificate = next(
         i
         for i, m in enumerate(traj.messages)
@@ -203,7 +203,7 @@ def test_results_row_scores_like_the_trajectory_it_records(tasks):
         "task": tasks["1"].model_dump(mode="json"),
         "config": {"domain": "airline"},
     }
-    traj = from_results_row(row)
+    traj = Trajectory.from_row(row)
     assert traj == trajectory(tasks["1"], messages, format_errors=1, domain="airline")
     assert [type(m) for m in traj.messages] == [type(m) for m in messages]
     assert AgentRewardModel().compute(traj).total == pytest.approx(0.875)
@@ -218,7 +218,7 @@ def test_error_row_becomes_an_empty_agent_error_trajectory(tasks):
         "task": tasks["1"].model_dump(mode="json"),
         "config": {"domain": "airline"},
     }
-    traj = from_results_row(row)
+    traj = Trajectory.from_row(row)
     assert traj.messages == [] and traj.termination_reason == TerminationReason.AGENT_ERROR and traj.domain == "airline"
     assert AgentRewardModel().compute(traj).total == pytest.approx(0.2)  # only timing and format, both vacuous
 

@@ -56,7 +56,7 @@ def _replay_seen(path: Path) -> int:
 
 
 def test_sft_stage_trains_evaluates_and_resumes_without_repeating(compose_cfg, tiny_agent, tmp_path):
-    cfg = compose_cfg("+experiment=sft_airline", *_small(tiny_agent, tmp_path), "stage.train_tasks=3")
+    cfg = compose_cfg("+experiment=sft_airline", *_small(tiny_agent, tmp_path), "train_tasks=3")
     run_dir = tmp_path / "run"
     summary = _run(cfg, run_dir)
 
@@ -82,7 +82,7 @@ def test_sft_stage_trains_evaluates_and_resumes_without_repeating(compose_cfg, t
 
 def test_dpo_stage_pairs_the_expert_against_the_policy(compose_cfg, tiny_agent, tmp_path):
     cfg = compose_cfg(
-        "+experiment=rl_airline", "rl_algo=dpo", *_small(tiny_agent, tmp_path), "stage.train_task_ids=[1]", "stage.compare_base=false"
+        "+experiment=rl_airline", "rl_algo=dpo", *_small(tiny_agent, tmp_path), "train_task_ids=[1]", "stage.compare_base=false"
     )
     summary = _run(cfg, tmp_path / "run")
     scored = [json.loads(line) for line in (tmp_path / "run" / "rollouts" / "scored.jsonl").read_text().splitlines()]
@@ -144,7 +144,7 @@ def test_compare_puts_models_side_by_side():
 
 def test_grpo_stage_trains_on_the_training_tasks(compose_cfg, tiny_agent, tmp_path):
     cfg = compose_cfg(
-        "+experiment=rl_airline", "rl_algo=grpo", *_small(tiny_agent, tmp_path), "stage.train_task_ids=[1]",
+        "+experiment=rl_airline", "rl_algo=grpo", *_small(tiny_agent, tmp_path), "train_task_ids=[1]",
         "stage.compare_base=false",
     )
     summary = _run(cfg, tmp_path / "run")
@@ -208,7 +208,7 @@ def test_a_dpo_round_whose_rollouts_all_tie_trains_nothing(compose_cfg, tiny_age
         return tied
 
     monkeypatch.setattr(RolloutSampler, "scored", scored)
-    cfg = compose_cfg("+experiment=rl_airline", "rl_algo=dpo", *_small(tiny_agent, tmp_path), "stage.train_task_ids=[1]")
+    cfg = compose_cfg("+experiment=rl_airline", "rl_algo=dpo", *_small(tiny_agent, tmp_path), "train_task_ids=[1]")
     summary = _run(cfg, tmp_path / "run")
     assert summary["trained"] is False and summary["data/pairs"] == 0
     assert summary["reason"] == "0 preference pairs: every task's rollouts tied (rewards task 1: 0.5, 0.5)"
@@ -222,7 +222,7 @@ def test_zero_training_tasks_train_nothing(compose_cfg, tiny_agent, tmp_path, mo
 
     tasks = Tau2Domain.tasks
     monkeypatch.setattr(Tau2Domain, "tasks", lambda self, split: [] if split == "train" else tasks(self, split))
-    cfg = compose_cfg("+experiment=rl_airline", f"rl_algo={algo}", *_small(tiny_agent, tmp_path), "stage.train_task_ids=null")
+    cfg = compose_cfg("+experiment=rl_airline", f"rl_algo={algo}", *_small(tiny_agent, tmp_path), "train_task_ids=null")
     summary = _run(cfg, tmp_path / "run")
     assert summary["trained"] is False and summary["reason"].startswith("0 training tasks")
     assert (tmp_path / "run" / "metrics.json").is_file()

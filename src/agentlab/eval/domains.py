@@ -30,6 +30,13 @@ class Tau2Domain:
             raise ValueError(f"task_split={split!r} is not a split of {self.name}; expected one of {self.splits()}")
         return loader(split)
 
+    def task(self, task_id: str | int) -> Task:
+        """The task with id ``task_id`` (compared as strings), whatever split holds it."""
+        found = next((task for task in self.tasks(None) if task.id == str(task_id)), None)
+        if found is None:
+            raise ValueError(f"task id {task_id!r} is not a task of domain {self.name}")
+        return found
+
     def environment(self, task: Task | None = None) -> Environment:
         """A fresh environment, brought to ``task``'s initial state as tau2's orchestrator does."""
         env = registry.get_env_constructor(self.name)()

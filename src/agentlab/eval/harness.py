@@ -38,6 +38,7 @@ from agentlab.eval.results import (
 )
 from agentlab.eval.runner import TaskRunner
 from agentlab.eval.tools import patch_env_set_state
+from agentlab.eval.trajectory import row_key
 from agentlab.models.base import ChatModel
 from agentlab.tracking.loggers import METRICS_FILE, NullLogger, metrics_of
 from agentlab.tracking.redact import scrub
@@ -208,7 +209,7 @@ class Evaluation:
         )
 
     async def _run_pair(self, task: Task, trial: int, executor: Executor) -> dict[str, Any]:
-        base = {"id": task.id, "task_id": task.id, "trial": trial, "config": self.model_config(), "task": task.model_dump(mode="json")}
+        config = self.model_config()
         started = time.perf_counter()
         try:
             played = await self.runner.play(task, trial, self.agent.client(task, "agent"), self.user.client(task, "user"), executor)
@@ -216,29 +217,14 @@ class Evaluation:
             raise
         except Exception as exc:  # noqa: BLE001 - one task's failure must not end the run: it becomes an error row
             return {
-                **base,
+                **row_key(task, trial, config),
                 "error": scrub(error_cause(exc)),  # a server may echo the API key in its error text
                 "traceback": scrub(traceback.format_exc()),
                 "reward": 0.0,
                 "evaluation": {"reward": 0.0},
                 "duration": time.perf_counter() - started,
             }
-        episode, simulation = played.episode, played.simulation
-        return {
-            **base,
-            "reward": played.reward,
-            "evaluation": simulation.reward_info.model_dump(mode="json"),
-            "termination_reason": episode.termination_reason.value,
-            "messages": [m.model_dump(mode="json") for m in simulation.messages],
-            "simulation": simulation.model_dump(mode="json"),
-            "steps": episode.steps,
-            "usage": episode.usage,
-            "format_errors": episode.format_errors,
-            "window_truncated": episode.window_truncated,
-            "start_time": episode.start_time,
-            "end_time": episode.end_time,
-            "duration": episode.duration,
-        }
+        return played.to_row(config)
 
     def model_config(self) -> dict[str, Any]:
         """The seed's ``config`` field: which models played, and the runner's limits."""

@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
 
@@ -55,6 +53,7 @@ from agentlab.eval.messages import (
     result_text,
 )
 from agentlab.eval.tools import convert_tau2_tool_to_function_tool, tool_schemas
+from agentlab.eval.trajectory import Trajectory
 from agentlab.eval.window import SlidingWindowHistoryProvider
 
 ASSISTANT_AGENT_INSTRUCTION = """
@@ -87,47 +86,6 @@ def initial_history(task: Task) -> list[Message]:
     """
     state = task.initial_state
     return convert_tau2_messages_to_agent_framework_messages(state.message_history) if state and state.message_history else []
-
-
-@dataclass
-class Episode:
-    """One played conversation, before scoring."""
-
-    task_id: str
-    conversation: list[Message]
-    termination_reason: TerminationReason
-    steps: int
-    start_time: str
-    end_time: str
-    duration: float
-    usage: dict[str, int] = field(default_factory=dict)
-    window_truncated: int = 0
-    format_errors: int = 0
-
-    def simulation(self, trial: int) -> SimulationRun:
-        """The tau2 record of this episode, as its evaluator and viewer read it."""
-        return SimulationRun(
-            id=str(uuid.uuid4()),
-            task_id=self.task_id,
-            start_time=self.start_time,
-            end_time=self.end_time,
-            duration=self.duration,
-            termination_reason=self.termination_reason,
-            messages=convert_agent_framework_messages_to_tau2_messages(self.conversation),
-            trial=trial,
-        )
-
-
-@dataclass
-class ScoredEpisode:
-    """One played and scored (task, trial): the episode and tau2's record of it, ``reward_info`` set."""
-
-    episode: Episode
-    simulation: SimulationRun
-
-    @property
-    def reward(self) -> float:
-        return self.simulation.reward_info.reward if self.simulation.reward_info else 0.0
 
 
 def score(runner: TaskRunner, task: Task, simulation: SimulationRun) -> RewardInfo:
@@ -260,8 +218,12 @@ class TaskRunner:
             default_options={"temperature": self.user_sampling_temperature},
         )
 
-    async def run(self, task: Task, assistant_client: SupportsChatGetResponse, user_client: SupportsChatGetResponse) -> Episode:
-        """Play ``task`` to a stop token or ``max_steps`` (agent and user turns both count)."""
+    async def run(
+        self, task: Task, assistant_client: SupportsChatGetResponse, user_client: SupportsChatGetResponse, trial: int = 0
+    ) -> Trajectory:
+        """Play ``task`` to a stop token or ``max_steps`` (agent and user turns both count); not scored yet.
+
+        A client that records its generations (the local backend) gives the trajectory the policy's tokens."""
         start, started = _now(), time.perf_counter()
         assistant, window = self.assistant_agent(assistant_client, task)
         user = self.user_simulator(user_client, task)
@@ -290,17 +252,20 @@ class TaskRunner:
             reason = self._too_many_errors(errors) or self._agent_stop(reply.messages) or self._out_of_steps(steps)
         if self.debug:
             log_messages(conversation)
-        return Episode(
-            task_id=task.id,
-            conversation=conversation,
+        return Trajectory(
+            task=task,
+            trial=trial,
+            domain=self.domain.name,
+            messages=convert_agent_framework_messages_to_tau2_messages(conversation),
             termination_reason=reason,
+            format_errors=getattr(assistant_client, "format_errors", 0),
             steps=steps,
+            usage=usage,
+            window_truncated=window.truncated,
             start_time=start,
             end_time=_now(),
             duration=time.perf_counter() - started,
-            usage=usage,
-            window_truncated=window.truncated,
-            format_errors=getattr(assistant_client, "format_errors", 0),
+            generations=tuple(getattr(assistant_client, "generations", ())),
         )
 
     async def play(
@@ -310,18 +275,17 @@ class TaskRunner:
         assistant_client: SupportsChatGetResponse,
         user_client: SupportsChatGetResponse,
         executor: Executor | None = None,
-    ) -> ScoredEpisode:
+    ) -> Trajectory:
         """Play and score one (task, trial); nothing is written."""
-        episode = await self.run(task, assistant_client, user_client)
-        return await self.score_episode(task, trial, episode, executor)
+        trajectory = await self.run(task, assistant_client, user_client, trial)
+        return await self.score_trajectory(trajectory, executor)
 
-    async def score_episode(self, task: Task, trial: int, episode: Episode, executor: Executor | None = None) -> ScoredEpisode:
-        """tau2's record of ``episode`` with its reward; the evaluator runs in ``executor`` (None: the event
-        loop's default threads), so scoring overlaps other episodes' turns."""
-        simulation = episode.simulation(trial)
+    async def score_trajectory(self, trajectory: Trajectory, executor: Executor | None = None) -> Trajectory:
+        """``trajectory`` with tau2's evaluation; the evaluator runs in ``executor`` (None: the event loop's
+        default threads), so scoring overlaps other episodes' turns."""
         loop = asyncio.get_running_loop()
-        simulation.reward_info = await loop.run_in_executor(executor, score, self, task, simulation)
-        return ScoredEpisode(episode=episode, simulation=simulation)
+        reward_info = await loop.run_in_executor(executor, score, self, trajectory.task, trajectory.simulation())
+        return trajectory.scored(reward_info)
 
     def _out_of_steps(self, steps: int) -> TerminationReason | None:
         return TerminationReason.MAX_STEPS if steps >= self.max_steps else None

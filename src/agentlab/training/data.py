@@ -27,6 +27,7 @@ every tool turn's ``tool_call_id`` answers an earlier call that has no result ye
 
 from __future__ import annotations
 
+import functools
 import json
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -42,6 +43,7 @@ from agentlab.eval.harness import Evaluation
 from agentlab.eval.results import RESULTS_FILE, write_atomic
 from agentlab.eval.runner import TaskRunner, assistant_system_prompt
 from agentlab.eval.tools import convert_tau2_tool_to_function_tool
+from agentlab.eval.trajectory import Trajectory, training_turns
 from agentlab.models.oracle import OracleModel
 from agentlab.tracking.loggers import NullLogger
 
@@ -59,7 +61,8 @@ class DialogError(UserError):
 
 @dataclass
 class Dialog:
-    """One conversation from the assistant's side (seed 003's ``agent_sft`` dialog)."""
+    """One conversation from the assistant's side (seed 003's ``agent_sft`` dialog): a played ``Trajectory``'s
+    agent view (``dialog_of``), or a row of a dialogs file or of production traces, which have no tau2 task."""
 
     dialog_id: str
     system: str
@@ -252,6 +255,7 @@ def write_dialogs_jsonl(dialogs: list[Dialog], path: str | Path) -> Path:
 # --- evaluation results ---------------------------------------------------------------------------------------
 
 
+@functools.cache
 def domain_prompt(domain: str) -> tuple[str, list[dict[str, Any]]]:
     """The agent's system prompt and tool schemas in ``domain``, exactly as the eval harness builds them."""
     env = Tau2Domain(domain).environment()
@@ -259,45 +263,27 @@ def domain_prompt(domain: str) -> tuple[str, list[dict[str, Any]]]:
     return assistant_system_prompt(env.get_policy()), tools
 
 
-def turns_from_tau2(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """tau2 message dicts -> turns, cut after the last assistant turn (the agent never sees the user's stop)."""
-    names = {c["id"]: c["name"] for m in messages for c in m.get("tool_calls") or []}
-    turns: list[dict[str, Any]] = []
-    for message in messages:
-        role, content = message.get("role"), message.get("content") or ""
-        if role == "assistant":
-            calls = [{"id": c["id"], "name": c["name"], "arguments": c.get("arguments") or {}} for c in message.get("tool_calls") or []]
-            if content or calls:
-                turns.append({"role": "assistant", "content": content, **({"tool_calls": calls} if calls else {})})
-        elif role == "tool":
-            turns.append({"role": "tool", "content": content, "tool_call_id": message.get("id"), "name": names.get(message.get("id"))})
-        elif role == "user":
-            turns.append({"role": "user", "content": content, "tool_calls": message.get("tool_calls")})
-    last = max((i for i, t in enumerate(turns) if t["role"] == "assistant"), default=-1)
-    return turns[: last + 1]
-
-
-def _row_dialog(row: dict[str, Any], path: str | Path, prompts: dict[str, tuple[str, list[dict[str, Any]]]]) -> Dialog:
-    domain = row["config"]["domain"]
-    if domain not in prompts:
-        prompts[domain] = domain_prompt(domain)
-    system, tools = prompts[domain]
+def dialog_of(trajectory: Trajectory, source: str | Path, agent: str | None = None) -> Dialog:
+    """A played trajectory as the agent saw it: the domain's system prompt and tools as the harness showed them,
+    the conversation's training turns, and where it came from (``agent``: the model that played it)."""
+    if trajectory.domain is None:
+        raise DialogError(f"{source}: trajectory of task {trajectory.task.id} has no domain")
+    system, tools = domain_prompt(trajectory.domain)
     metadata = {
-        "source": str(path),
-        "domain": domain,
-        "task_id": row["task_id"],
-        "trial": row["trial"],
-        "reward": row["reward"],
-        "agent": row["config"].get("assistant"),
+        "source": str(source),
+        "domain": trajectory.domain,
+        "task_id": trajectory.task.id,
+        "trial": trajectory.trial,
+        "reward": trajectory.reward,
+        "agent": agent,
     }
-    obj = {
-        "dialog_id": f"{domain}/{row['task_id']}/{row['trial']}",
+    return parse_dialog({
+        "dialog_id": f"{trajectory.domain}/{trajectory.task.id}/{trajectory.trial}",
         "system": system,
         "tools": tools,
-        "turns": turns_from_tau2(row["messages"]),
+        "turns": training_turns(trajectory.messages),
         "metadata": metadata,
-    }
-    return parse_dialog(obj)
+    })
 
 
 def dialogs_from_rows(
@@ -309,7 +295,6 @@ def dialogs_from_rows(
     showed them to the agent, so a model trained on these sees at training what it sees at evaluation.
     ``counts``, if given, gets ``result_rows``, ``error_rows`` and ``below_min_reward``: why rows gave no dialog.
     """
-    prompts: dict[str, tuple[str, list[dict[str, Any]]]] = {}
     dialogs = []
     tally = counts if counts is not None else {}
     tally.update(result_rows=0, error_rows=0, below_min_reward=0)
@@ -324,7 +309,8 @@ def dialogs_from_rows(
             if min_reward is not None and float(row["reward"]) < min_reward:
                 tally["below_min_reward"] += 1
                 continue
-            dialogs.append(_row_dialog(row, source, prompts))
+            config = row["config"]
+            dialogs.append(dialog_of(Trajectory.from_row(row, config["domain"]), source, config.get("assistant")))
         except (DialogError, KeyError, TypeError, ValueError) as exc:
             detail = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)
             raise DialogError(f"{source}: row {number}: not a usable result row: {detail}") from None
@@ -401,7 +387,7 @@ def expert_dialogs(
     if ungraded:
         raise ConfigError(
             f"train_data=expert: task(s) {ungraded[:10]} of domain {domain} have no evaluation criteria, so there are no "
-            "gold actions for the oracle to demonstrate; select tasks that have them (stage.train_task_ids) or train "
+            "gold actions for the oracle to demonstrate; select tasks that have them (train_task_ids) or train "
             "from train_data=results / dialogs_file"
         )
     wanted = {t.id for t in tasks}

@@ -34,10 +34,11 @@ from tau2.data_model.simulation import RewardInfo, TerminationReason
 from tau2.data_model.tasks import Task
 
 from agentlab.config import UserError, error_cause
-from agentlab.eval.runner import ScoredEpisode, TaskRunner
+from agentlab.eval.runner import TaskRunner
+from agentlab.eval.trajectory import Trajectory
 from agentlab.models.base import ModelFactory
 from agentlab.models.local import Generation, LoadedModel, LocalChatClient, LocalHFModel, loaded_model
-from agentlab.training.reward import AgentRewardModel, RewardBreakdown, Trajectory, totals_logged
+from agentlab.training.reward import AgentRewardModel, RewardBreakdown, totals_logged
 
 
 @dataclass
@@ -78,41 +79,27 @@ def episode_tokens(generations: Sequence[Generation], filler: int) -> EpisodeTok
 
 @dataclass
 class Rollout:
-    """A played episode (None when it failed; ``error`` says why), its tokens and the policy's generations."""
+    """A played episode (None when it failed; ``error`` says why) and the policy's generations (the trajectory's own
+    when it played; those made before the failure otherwise)."""
 
     task: Task
-    played: ScoredEpisode | None
-    generations: list[Generation]
+    trajectory: Trajectory | None
+    generations: tuple[Generation, ...]
     error: str = ""
-
-    def trajectory(self, domain: str) -> Trajectory | None:
-        """What the reward reads: tau2's messages of the episode and its evaluator reward."""
-        if self.played is None:
-            return None
-        episode, simulation = self.played.episode, self.played.simulation
-        return Trajectory(
-            task=self.task,
-            messages=list(simulation.messages),
-            termination_reason=episode.termination_reason,
-            format_errors=episode.format_errors,
-            reward=self.played.reward,
-            domain=domain,
-        )
 
     def stats(self) -> dict[str, float]:
         """Per-episode figures logged each step (means over the step's episodes)."""
-        if self.played is None:
+        if self.trajectory is None or self.trajectory.reward is None:
             return {"rollout/errors": 1.0}
-        conversation = self.played.simulation.messages
         history = len(self.task.initial_state.message_history or []) if self.task.initial_state else 0
-        opened = conversation[history:]
+        opened = self.trajectory.messages[history:]
         return {
             "rollout/errors": 0.0,
             "rollout/agent_turns": float(sum(1 for m in opened if m.role == "assistant" and not m.tool_calls) - 1),  # less the greeting
             "rollout/tool_calls": float(sum(len(m.tool_calls or []) for m in opened if m.role == "assistant")),
             "rollout/user_turns": float(sum(1 for m in opened if m.role == "user")),
-            "rollout/truncated": float(self.played.episode.termination_reason == TerminationReason.MAX_STEPS),
-            "rollout/tau2_reward": self.played.reward,
+            "rollout/truncated": float(self.trajectory.termination_reason == TerminationReason.MAX_STEPS),
+            "rollout/tau2_reward": self.trajectory.reward,
         }
 
 
@@ -170,19 +157,17 @@ class EpisodeRollout:
         client = LocalChatClient(policy)
         self.trial += 1
         try:
-            episode = await self.runner.run(task, client, self.user.client(task, "user"))
+            trajectory = await self.runner.run(task, client, self.user.client(task, "user"), self.trial)
         except UserError:
             raise
         except Exception as exc:  # noqa: BLE001 - one failed episode must not end training: it gets no reward
             logger.warning(f"GRPO episode of task {task.id} failed: {error_cause(exc)}")
-            return Rollout(task, None, client.generations, error=error_cause(exc))
+            return Rollout(task, None, tuple(client.generations), error=error_cause(exc))
         try:
-            played = await self.runner.score_episode(task, self.trial, episode)
+            trajectory = await self.runner.score_trajectory(trajectory)
         except Exception as exc:  # noqa: BLE001 - the agent's conversation is what failed the evaluator
-            simulation = episode.simulation(self.trial)
-            simulation.reward_info = RewardInfo(reward=0.0, info={"scoring_error": error_cause(exc)})
-            played = ScoredEpisode(episode=episode, simulation=simulation)
-        return Rollout(task, played, client.generations)
+            trajectory = trajectory.scored(RewardInfo(reward=0.0, info={"scoring_error": error_cause(exc)}))
+        return Rollout(task, trajectory, trajectory.generations)
 
     def __call__(self, prompts: list[Any], trainer: Any) -> dict[str, list[Any]]:
         """trl's contract: ``prompt_ids``, ``completion_ids``, ``logprobs``, ``env_mask``, plus the rollouts for the reward."""
@@ -207,11 +192,11 @@ class EpisodeReward:
 
     __name__ = "agent_reward"
 
-    def __init__(self, model: AgentRewardModel, domain: str) -> None:
-        self.model, self.domain = model, domain
+    def __init__(self, model: AgentRewardModel) -> None:
+        self.model = model
 
     def __call__(self, prompts: list[Any], completions: list[Any], rollout: list[Rollout], rollout_stats: list[dict[str, float]], log_metric: Callable[[str, float], None] | None = None, **_: Any) -> list[float | None]:
-        trajectories = [r.trajectory(self.domain) for r in rollout]
+        trajectories = [r.trajectory for r in rollout]
         breakdowns: list[RewardBreakdown] = [self.model.compute(t) for t in trajectories if t is not None]
         totals = iter(totals_logged(self.model, breakdowns, log_metric) if breakdowns else [])
         if log_metric is not None:

@@ -22,22 +22,21 @@ import json
 import statistics
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from tau2.data_model.message import ToolCall
+from tau2.data_model.simulation import RewardInfo
 from tau2.data_model.tasks import Action
 from tau2.metrics.agent_metrics import is_successful
 
 from agentlab.eval.metrics import pass_k
 from agentlab.eval.results import write_atomic
+from agentlab.eval.trajectory import Trajectory
 from agentlab.training.reward import (
     AgentRewardModel,
-    Trajectory,
     agent_calls,
     efficiency,
-    from_results_row,
     gold_actions,
     task_completion,
     timing_quality,
@@ -73,7 +72,8 @@ def plan_success(calls: Sequence[ToolCall], gold: Sequence[Action]) -> float:
 
 def trajectory_scores(trajectory: Trajectory, reward_model: AgentRewardModel) -> dict[str, float]:
     """Every per-row metric of one trajectory (the tau2 reward is computed once and shared)."""
-    trajectory = replace(trajectory, reward=task_completion(trajectory))
+    if trajectory.reward is None:
+        trajectory = trajectory.scored(RewardInfo(reward=task_completion(trajectory)))
     calls, gold = agent_calls(trajectory.messages), gold_actions(trajectory.task)
     return {
         "tool_selection_accuracy": tool_accuracy(calls, gold),
@@ -98,7 +98,7 @@ def compute_metrics(
 ) -> dict[str, Any]:
     """The metrics of a run's rows; pass^k for k = 1..num_trials (default: the most trials any task has)."""
     model = reward_model or AgentRewardModel()
-    per_row = [trajectory_scores(from_results_row(row), model) for row in rows]
+    per_row = [trajectory_scores(Trajectory.from_row(row), model) for row in rows]
     trials = num_trials or max(Counter(row["task_id"] for row in rows).values(), default=1)
     return {
         **{name: stats([scores[name] for scores in per_row]) for name in METRIC_NAMES},

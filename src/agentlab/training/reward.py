@@ -23,12 +23,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tau2.data_model.message import AssistantMessage, Message, SystemMessage, ToolCall, ToolMessage, UserMessage
-from tau2.data_model.simulation import SimulationRun, TerminationReason
+from tau2.data_model.message import AssistantMessage, Message, ToolCall, ToolMessage
+from tau2.data_model.simulation import TerminationReason
 from tau2.data_model.tasks import Action, Task
 
 from agentlab.eval.domains import Tau2Domain
 from agentlab.eval.runner import TaskRunner
+from agentlab.eval.trajectory import Trajectory, tau2_messages
 from agentlab.models.toolcall import parse_reply
 
 DEFAULT_WEIGHTS: dict[str, float] = {
@@ -44,29 +45,6 @@ DEFAULT_PENALTIES: dict[str, float] = {
     "format_error": -0.1,
     "timeout": -0.5,
 }
-MESSAGE_TYPES: dict[str, type] = {
-    "system": SystemMessage,
-    "user": UserMessage,
-    "assistant": AssistantMessage,
-    "tool": ToolMessage,
-}
-
-
-@dataclass(frozen=True)
-class Trajectory:
-    """One played conversation as tau2 records it, plus what the reward needs beside the messages.
-
-    ``reward`` is the tau2 evaluator's reward when already known (a results row has it); when ``None`` it
-    is computed with ``evaluate_simulation`` on ``domain``'s environment.
-    """
-
-    task: Task
-    messages: list[Message]
-    termination_reason: TerminationReason
-    format_errors: int = 0
-    reward: float | None = None
-    domain: str | None = None
-
 
 @dataclass(frozen=True)
 class RewardBreakdown:
@@ -115,16 +93,7 @@ def task_completion(trajectory: Trajectory) -> float:
         return float(trajectory.reward)
     if trajectory.domain is None:
         raise ValueError("a trajectory without a tau2 reward needs its domain to be scored")
-    simulation = SimulationRun(
-        id=f"reward-{trajectory.task.id}",
-        task_id=trajectory.task.id,
-        start_time="",
-        end_time="",
-        duration=0.0,
-        termination_reason=trajectory.termination_reason,
-        messages=trajectory.messages,
-    )
-    return float(TaskRunner(Tau2Domain(trajectory.domain)).evaluate(trajectory.task, simulation).reward)
+    return float(TaskRunner(Tau2Domain(trajectory.domain)).evaluate(trajectory.task, trajectory.simulation()).reward)
 
 
 def tool_accuracy(calls: Sequence[ToolCall], gold: Sequence[Action]) -> float:
@@ -247,27 +216,6 @@ class AgentRewardModel:
         )
 
 
-def tau2_messages(dicts: Sequence[Mapping[str, Any]]) -> list[Message]:
-    """tau2 message dicts (as ``results.jsonl`` stores them) back into tau2 messages, by ``role``."""
-    return [MESSAGE_TYPES[d["role"]].model_validate(d) for d in dicts]
-
-
-def from_results_row(row: Mapping[str, Any], domain: str | None = None) -> Trajectory:
-    """A ``results.jsonl`` row as a trajectory; an error row (no messages) becomes an ``agent_error`` one.
-
-    The domain is the row's ``config.domain`` unless given; the row's tau2 reward is kept, so scoring a row
-    never re-runs the evaluator.
-    """
-    return Trajectory(
-        task=Task.model_validate(row["task"]),
-        messages=tau2_messages(row.get("messages") or []),
-        termination_reason=TerminationReason(row.get("termination_reason") or TerminationReason.AGENT_ERROR),
-        format_errors=int(row.get("format_errors") or 0),
-        reward=row.get("reward"),
-        domain=domain or (row.get("config") or {}).get("domain"),
-    )
-
-
 def _json_value(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
@@ -332,10 +280,11 @@ class AgentRewardFunction:
             messages.extend(env.get_response(call) for call in message.tool_calls or [])
         return Trajectory(
             task=task,
+            trial=0,
+            domain=domain,
             messages=messages,
             termination_reason=TerminationReason.USER_STOP,
             format_errors=format_errors,
-            domain=domain,
         )
 
 

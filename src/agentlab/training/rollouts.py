@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from agentlab.eval.harness import Evaluation
+from agentlab.eval.trajectory import Trajectory
 from agentlab.models.base import ChatModel
 from agentlab.models.oracle import OracleModel
-from agentlab.training.data import dialogs_from_rows, refuse_held_out
-from agentlab.training.reward import AgentRewardModel, from_results_row
+from agentlab.training.data import dialog_of, refuse_held_out
+from agentlab.training.reward import AgentRewardModel
 from agentlab.training.trainers.base import NothingToTrain
 
 
@@ -54,17 +55,19 @@ class RolloutSampler:
         ``dialog`` is the run as a ``Dialog`` dict (DPO cuts two runs of a task into a per-turn pair).
         Error rows and runs with no agent turn after the opening one give no candidate.
         """
-        finished = [row for row in self.rows(policy, work_dir) if not row.get("error")]
-        dialogs = dialogs_from_rows(list(enumerate(finished, 1)), source=work_dir, min_reward=None)  # one per row
         candidates = []
-        for row, dialog in zip(finished, dialogs, strict=True):
+        for row in self.rows(policy, work_dir):
+            if row.get("error"):
+                continue
+            trajectory = Trajectory.from_row(row)
+            dialog = dialog_of(trajectory, work_dir, row["config"]["assistant"])
             if not any(turn["role"] == "assistant" for turn in dialog.turns[1:]):
                 continue
             candidates.append({
                 "dialog": dialog.to_dict(),
-                "score": reward.compute(from_results_row(row)).total,
+                "score": reward.compute(trajectory).total,
                 "task_id": row["task_id"],
-                "tau2_reward": row["reward"],
+                "tau2_reward": trajectory.reward,
                 "source": row["config"]["assistant"],
             })
         return candidates

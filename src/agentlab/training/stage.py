@@ -47,7 +47,6 @@ from typing import Any, Protocol, TypeVar
 from loguru import logger
 from rich.console import Console
 from rich.table import Table
-from tau2.data_model.tasks import Task
 
 from agentlab.config import ConfigError
 from agentlab.eval.domains import Tau2Domain
@@ -56,7 +55,7 @@ from agentlab.eval.results import ResultStore, write_atomic
 from agentlab.models.local import LocalHFModel
 from agentlab.ranks import from_main, is_main
 from agentlab.tracking.loggers import METRICS_FILE, NullLogger, metrics_of
-from agentlab.training.data import Dialog, dialogs_of_tasks, refuse_held_out
+from agentlab.training.data import Dialog, dialogs_of_tasks
 from agentlab.training.evaluator import AgentTrainingEvaluator, compare
 from agentlab.training.lineage import AdapterLineage
 from agentlab.training.trainers.base import NothingToTrain, TrainResult
@@ -77,8 +76,8 @@ class TrainingData:
     """What the stage hands an algorithm for one round; the algorithm builds its own inputs with it.
 
     The policy (``model``, which DPO rolls out; ``model_path``, what trains), the run dir, ``counts`` (what
-    the round drew: the summary's ``data/*``), the stage's training tasks (``tasks()``), the check of training
-    dialogs against the held-out tasks, and ``from_main`` (rank 0 builds, every rank gets the result).
+    the round drew: the summary's ``data/*``), the check of training dialogs against the held-out tasks, and
+    ``from_main`` (rank 0 builds, every rank gets the result).
     """
 
     def __init__(
@@ -86,14 +85,11 @@ class TrainingData:
         model: LocalHFModel,
         domain: Tau2Domain,
         run_dir: Path,
-        split: str | None,
-        num_tasks: int | None,
-        task_ids: list[str | int] | None,
         evaluator: AgentTrainingEvaluator | None,
         allow_held_out_overlap: bool,
     ) -> None:
         self.model, self.run_dir = model, run_dir
-        self._domain, self._split, self._num_tasks, self._task_ids = domain, split, num_tasks, task_ids
+        self._domain = domain
         self._evaluator, self._allow_overlap = evaluator, allow_held_out_overlap
         self.counts: dict[str, int] = {}
 
@@ -108,18 +104,6 @@ class TrainingData:
     def from_main(self, build: Callable[[], T]) -> T:
         """``build()`` on rank 0 alone (it writes the run dir); the other ranks of a multi-process launch get its result."""
         return from_main(build)
-
-    def tasks(self) -> list[Task]:
-        """The training tasks (``stage.train_split``, ``train_tasks``, ``train_task_ids``); never tasks of the held-out split."""
-        tasks = select_tasks(self._domain.tasks(self._split), self._task_ids, self._num_tasks)
-        refuse_held_out(tasks, self._domain, self._split)
-        self.counts["tasks"] = len(tasks)
-        if not tasks:
-            raise NothingToTrain(
-                f"0 training tasks: stage.train_split={self._split!r}, train_tasks={self._num_tasks}, "
-                f"train_task_ids={self._task_ids} select none of domain {self.domain}'s tasks"
-            )
-        return tasks
 
     def check_held_out(self, dialogs: list[Dialog]) -> None:
         """Dialogs of tasks the stage's evaluation holds out are refused, or with ``allow_held_out_overlap`` counted.
@@ -170,9 +154,6 @@ class Training:
         domain: Tau2Domain,
         evaluator: AgentTrainingEvaluator | None = None,
         compare_base: bool = True,
-        train_split: str | None = "train",
-        train_tasks: int | None = None,
-        train_task_ids: list[str | int] | None = None,
         allow_held_out_overlap: bool = False,
         lineage: AdapterLineage | None = None,
         logger: NullLogger | None = None,
@@ -181,7 +162,6 @@ class Training:
             raise ConfigError(f"stage=train trains a local model (model@agent=smollm2 or hf_local), got {type(model).__name__}")
         self.algo, self.model, self.domain, self.evaluator = algo, model, domain, evaluator
         self.compare_base = compare_base
-        self.train_split, self.train_tasks, self.train_task_ids = train_split, train_tasks, train_task_ids
         self.allow_held_out_overlap = allow_held_out_overlap
         self.lineage = lineage
         self.logger = logger or NullLogger()
@@ -193,9 +173,7 @@ class Training:
         tracker = self.logger if is_main() else NullLogger()
         tracker.start({**config, "algo": self.algo.name}, run_dir, name=name, group=group, job_type=self.job_type)  # groupable
         self.algo.report_into(tracker.trainer_callbacks())
-        data = TrainingData(
-            self.model, self.domain, run_dir, self.train_split, self.train_tasks, self.train_task_ids, self.evaluator, self.allow_held_out_overlap
-        )
+        data = TrainingData(self.model, self.domain, run_dir, self.evaluator, self.allow_held_out_overlap)
         summary: dict[str, Any] = {"algo": self.algo.name, "started_from": self.model.adapter}
         if self.lineage is not None:
             summary["round"] = self.lineage.round_number(run_dir)

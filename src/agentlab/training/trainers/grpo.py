@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from tau2.data_model.tasks import Task
 
 from agentlab.config import ConfigError
+from agentlab.eval.harness import select_tasks
 from agentlab.eval.runner import TaskRunner
 from agentlab.models.base import ModelFactory
 from agentlab.models.local import LocalHFModel
@@ -38,7 +39,7 @@ from agentlab.models.toolformat import tool_format
 from agentlab.training.data import refuse_held_out
 from agentlab.training.episodes import EpisodeReward, EpisodeRollout
 from agentlab.training.reward import AgentRewardModel
-from agentlab.training.trainers.base import LoraAlgorithm, TrainResult
+from agentlab.training.trainers.base import LoraAlgorithm, NothingToTrain, TrainResult
 from agentlab.training.trainers.prefix import PrefixDetached
 
 if TYPE_CHECKING:
@@ -100,8 +101,9 @@ class GRPOAlgorithm(LoraAlgorithm):
     """LoRA GRPO on whole tau2 episodes; ``training_args`` are trl ``GRPOConfig`` fields (conf/rl_algo/grpo.yaml).
 
     ``runner`` plays the episodes (its ``assistant_sampling_temperature`` must be the trainer's ``temperature``:
-    trl computes the policy's logprobs at that temperature), ``user`` answers the policy, ``concurrency`` episodes
-    are in flight at once. ``reward`` defaults to ``AgentRewardModel()``.
+    trl computes the policy's logprobs at that temperature) on the tasks ``split``/``num_tasks``/``task_ids``
+    select in its domain, ``user`` answers the policy, ``concurrency`` episodes are in flight at once.
+    ``reward`` defaults to ``AgentRewardModel()``.
     """
 
     name = "grpo"
@@ -112,6 +114,9 @@ class GRPOAlgorithm(LoraAlgorithm):
         runner: TaskRunner,
         user: ModelFactory,
         lora: dict[str, Any] | None = None,
+        split: str | None = "train",
+        num_tasks: int | None = None,
+        task_ids: list[str | int] | None = None,
         reward: AgentRewardModel | None = None,
         concurrency: int = 4,
         detach_prefix: bool = False,
@@ -119,6 +124,7 @@ class GRPOAlgorithm(LoraAlgorithm):
     ) -> None:
         super().__init__(lora=lora, **training_args)
         self.runner, self.user, self.concurrency = runner, user, concurrency
+        self.split, self.num_tasks, self.task_ids = split, num_tasks, task_ids
         self.detach_prefix = detach_prefix
         self.reward = reward or AgentRewardModel()
         temperature = float(training_args.get("temperature", 1.0))
@@ -144,7 +150,7 @@ class GRPOAlgorithm(LoraAlgorithm):
             output_dir,
             init_adapter,
             trainer_kwargs={
-                "reward_funcs": [EpisodeReward(self.reward, self.runner.domain.name)],
+                "reward_funcs": [EpisodeReward(self.reward)],
                 "rollout_func": rollout,
                 "callbacks": [recorder],
             },
@@ -171,7 +177,21 @@ class GRPOAlgorithm(LoraAlgorithm):
 
         asyncio.run(reach())
 
+    def tasks(self) -> list[Task]:
+        """The training tasks; never tasks of the held-out split."""
+        domain = self.runner.domain
+        tasks = select_tasks(domain.tasks(self.split), self.task_ids, self.num_tasks)
+        refuse_held_out(tasks, domain, self.split)
+        if not tasks:
+            raise NothingToTrain(
+                f"0 training tasks: rl_algo.split={self.split!r}, num_tasks={self.num_tasks}, "
+                f"task_ids={self.task_ids} select none of domain {domain.name}'s tasks"
+            )
+        return tasks
+
     def run(self, data: TrainingData, output_dir: Path, init_adapter: str | None) -> TrainResult:
-        """The stage's entry: GRPO on the stage's training tasks, starting from the stage's model settings."""
-        return self.train(data.model, data.tasks(), output_dir, init_adapter)
+        """The stage's entry: GRPO on its training tasks, starting from the stage's model settings."""
+        tasks = self.tasks()
+        data.counts["tasks"] = len(tasks)
+        return self.train(data.model, tasks, output_dir, init_adapter)
 
