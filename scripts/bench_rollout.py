@@ -51,10 +51,10 @@ class TimedRunner(TaskRunner):
         env.get_response = timed  # the domain tools call it through this environment
         return env, tools, prompt
 
-    def evaluate(self, task: Task, simulation: SimulationRun) -> RewardInfo:
+    def evaluate(self, task: Task, simulation: SimulationRun, judge_usage: dict[str, int] | None = None) -> RewardInfo:
         started = time.perf_counter()
         try:
-            return super().evaluate(task, simulation)
+            return super().evaluate(task, simulation, judge_usage)
         finally:
             TimedRunner.scoring_seconds += time.perf_counter() - started
 

@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from agentlab.config import ConfigError, check_config
 from agentlab.tracing.studio import StudioWriter
 
-GROUPS = {"model": ("model@agent", "model@user")}
+GROUPS = {"model": ("model@agent", "model@user", "model@judge")}
 NODES = {"task_reader": "feedback_tracing"}  # groups whose option fills another root key
 HYDRA_GROUPS = {"hparams_search"}  # groups that configure Hydra itself (tested below with the hydra node)
 EXTRA = {  # options with a mandatory key, or that need another group's option

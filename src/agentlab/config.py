@@ -76,6 +76,7 @@ RULES = [
     Rule("user_temperature", _number_at_least(0.0), "a number >= 0"),
     Rule("concurrency", _int_at_least(1), "an integer >= 1"),
     Rule("evaluator_processes", _int_at_least(0), "an integer >= 0 (0 = score in a thread)"),
+    Rule("max_task_retries", _int_at_least(0), "an integer >= 0 (0 = play each pair once)"),
     Rule("patch_env", lambda v: isinstance(v, bool), "true or false"),
     Rule("debug", lambda v: isinstance(v, bool), "true or false"),
     Rule("progress", lambda v: isinstance(v, bool), "true or false"),

@@ -37,7 +37,7 @@ PREVIOUS_DIR = "previous"
 RESUME_MODES = ("auto", "extend", "new")
 # keys that never change a result: how many pairs run at once, retries and timeouts, progress and logs
 EXECUTION_KEYS = frozenset(
-    {"concurrency", "evaluator_processes", "progress", "debug", "logger", "max_connections", "max_retries", "timeout", "prefix_cache_slots"}
+    {"concurrency", "evaluator_processes", "progress", "debug", "logger", "max_connections", "max_retries", "max_task_retries", "timeout", "prefix_cache_slots"}
 )
 UNSET = "(unset)"
 SIMPLE_INTERPOLATION = re.compile(r"^\$\{([A-Za-z_][\w.]*)\}$")

@@ -61,8 +61,9 @@ def test_exhausted_retries_raise_an_error_naming_the_cause(airline, fault, error
     assert f"{type(raised.value).__name__}: {raised.value}".startswith(error)
 
 
-def test_a_pair_out_of_retries_is_an_error_row_and_the_run_goes_on(airline, tmp_path):
-    """The first agent request (task 1's, at concurrency 1) fails twice with max_retries=1; task 5 is untouched."""
+def test_a_pair_out_of_retries_is_an_infrastructure_error_row_and_the_run_goes_on(airline, tmp_path):
+    """The first agent request (task 1's, at concurrency 1) fails twice with max_retries=1 and no task-level retry;
+    task 5 is untouched."""
     with FaultServer(airline.tasks("base"), FaultPlan(script={AGENT_MODEL: ["500", "500"]})) as server:
         evaluation = Evaluation(
             runner=TaskRunner(airline),
@@ -71,12 +72,15 @@ def test_a_pair_out_of_retries_is_an_error_row_and_the_run_goes_on(airline, tmp_
             task_split="base",
             task_ids=["1", "5"],
             progress=False,
+            max_task_retries=0,
         )
         summary = evaluation(tmp_path, config={}, name="t", group="g")
     rows = {row["task_id"]: row for row in map(json.loads, (tmp_path / RESULTS_FILE).read_text().splitlines())}
     assert rows["1"]["error"].startswith("InternalServerError: Error code: 500 - {'error': {'message': 'injected fault 500'")
+    assert rows["1"]["termination_reason"] == "infrastructure_error" and rows["1"]["attempts"] == 1
     assert "error" not in rows["5"] and rows["5"]["reward"] == 1.0
-    assert summary["errors"] == 1 and summary["num_pairs"] == 2
+    assert summary["infrastructure_errors"] == 1 and summary["errors"] == 0 and summary["num_pairs"] == 2
+    assert summary["avg_reward"] == 1.0 and summary["pass^k"] == {1: 1.0}
 
 
 def test_malformed_completion_names_the_cause():

@@ -3,6 +3,9 @@
 Each pair is independent (its own environment, clients and agents), so running them concurrently gives
 the rows a sequential run gives. A pair that raises becomes an error row (its cause, secrets scrubbed) and
 the run goes on; a ``UserError`` (a wrong adapter, say) would fail every pair alike and ends the run instead.
+A pair whose model could not be reached after the client's own retries (``transport_failure``) is played
+again from the start up to ``max_task_retries`` times; if it still fails its row is an infrastructure error:
+kept, left out of the scores, and played again by the next run into the directory.
 Rows reach ``results.jsonl`` as they finish; re-running into the same run directory skips the finished pairs.
 """
 
@@ -27,12 +30,14 @@ from tqdm import tqdm
 from agentlab.config import ConfigError, UserError, error_cause
 from agentlab.eval.metrics import summarize
 from agentlab.eval.results import (
+    INFRASTRUCTURE_ERROR,
     REDONE_FILE,
     RESULTS_FILE,
     PairKey,
     ResultStore,
     error_type,
     pair_key,
+    transport_failure,
     write_atomic,
     write_tau2_results,
 )
@@ -99,8 +104,12 @@ class Evaluation:
         patch_env: bool = False,
         logger: NullLogger | None = None,
         progress: bool = True,
+        max_task_retries: int = 2,
     ) -> None:
+        if max_task_retries < 0:
+            raise ConfigError(f"max_task_retries={max_task_retries} is not allowed; expected an integer >= 0 (0 = play each pair once)")
         self.runner, self.agent, self.user = runner, agent, user
+        self.max_task_retries = max_task_retries
         self.task_split, self.num_tasks, self.task_ids = task_split, num_tasks, task_ids
         self.num_trials, self.concurrency = num_trials, concurrency
         self.evaluator_processes, self.patch_env = evaluator_processes, patch_env
@@ -131,16 +140,16 @@ class Evaluation:
     def pending(self, run_dir: Path) -> tuple[list[Task], ResultStore, list[tuple[Task, int]]]:
         """(the tasks, the run dir's store, the pairs still to run), after the preflight of those pairs.
 
-        Error rows whose model was never reached are set aside to run again (``REDONE_FILE`` keeps them).
+        Infrastructure-error rows are set aside to run again (``REDONE_FILE`` keeps them).
         """
         if self.patch_env:
             patch_env_set_state()
         tasks = self.tasks()
         store = ResultStore(run_dir)
-        redone = store.redo_unattempted()
+        redone = store.redo_infrastructure_errors()
         if redone:
             causes = sorted({error_type(row) for row in redone})
-            logger.warning(f"{len(redone)} error row(s) whose model was never reached ({', '.join(causes)}) run again; the old rows are in {REDONE_FILE}")
+            logger.warning(f"{len(redone)} infrastructure-error row(s) ({', '.join(causes)}) run again; the old rows are in {REDONE_FILE}")
         done = store.finished()
         todo = [(t, trial) for trial in range(self.num_trials) for t in tasks if (t.id, trial) not in done]
         self.preflight(todo)
@@ -159,12 +168,13 @@ class Evaluation:
         if not todo:
             return
         self.runner.check_window(todo[0][0])
+        models = {"agent": self.agent, "user": self.user, **({"judge": self.runner.judge} if self.runner.needs_judge else {})}
 
         async def reach() -> None:
             try:
-                await asyncio.gather(self.agent.preflight("agent"), self.user.preflight("user"))
+                await asyncio.gather(*(model.preflight(key) for key, model in models.items()))
             finally:
-                await asyncio.gather(self.agent.aclose(), self.user.aclose())
+                await asyncio.gather(*(model.aclose() for model in models.values()))
 
         asyncio.run(reach())
 
@@ -209,22 +219,22 @@ class Evaluation:
         )
 
     async def _run_pair(self, task: Task, trial: int, executor: Executor) -> dict[str, Any]:
+        """The pair's row: played up to ``1 + max_task_retries`` times while its models cannot be reached."""
         config = self.model_config()
         started = time.perf_counter()
-        try:
-            played = await self.runner.play(task, trial, self.agent.client(task, "agent"), self.user.client(task, "user"), executor)
-        except UserError:  # a wrong adapter or config fails every pair alike: end the run with its message
-            raise
-        except Exception as exc:  # noqa: BLE001 - one task's failure must not end the run: it becomes an error row
-            return {
-                **row_key(task, trial, config),
-                "error": scrub(error_cause(exc)),  # a server may echo the API key in its error text
-                "traceback": scrub(traceback.format_exc()),
-                "reward": 0.0,
-                "evaluation": {"reward": 0.0},
-                "duration": time.perf_counter() - started,
-            }
-        return played.to_row(config)
+        attempt = 1
+        while True:
+            try:
+                played = await self.runner.play(task, trial, self.agent.client(task, "agent"), self.user.client(task, "user"), executor)
+            except UserError:  # a wrong adapter or config fails every pair alike: end the run with its message
+                raise
+            except Exception as exc:  # noqa: BLE001 - one task's failure must not end the run: it becomes an error row
+                if transport_failure(exc) and attempt <= self.max_task_retries:
+                    logger.warning(f"task {task.id} trial {trial}: {type(exc).__name__} after the client's retries; playing it again ({attempt}/{self.max_task_retries})")
+                    attempt += 1
+                    continue
+                return {**row_key(task, trial, config), **error_fields(exc), "attempts": attempt, "duration": time.perf_counter() - started}
+            return {**played.to_row(config), "attempts": attempt}
 
     def model_config(self) -> dict[str, Any]:
         """The seed's ``config`` field: which models played, and the runner's limits."""
@@ -235,6 +245,8 @@ class Evaluation:
             "max_steps": self.runner.max_steps,
             "assistant_window_size": self.runner.assistant_window_size,
             "assistant_sampling_temperature": self.runner.assistant_sampling_temperature,
+            "evaluation_type": self.runner.evaluation_type.value,
+            "judge": self.runner.judge.name,
         }
 
     def _record(self, run_dir: Path, rows: list[dict[str, Any]], tasks: list[Task], summary: dict[str, Any]) -> None:
@@ -246,6 +258,17 @@ class Evaluation:
         self.logger.log_artifact("results", "results", run_dir / RESULTS_FILE)
         self.logger.finish({"eval": summary})
         print_summary(summary, run_dir)
+
+
+def error_fields(exc: Exception) -> dict[str, Any]:
+    """An error row's own fields; an infrastructure error is marked in ``termination_reason``."""
+    fields = {
+        "error": scrub(error_cause(exc)),  # a server may echo the API key in its error text
+        "traceback": scrub("".join(traceback.format_exception(exc))),
+        "reward": 0.0,
+        "evaluation": {"reward": 0.0},
+    }
+    return {**fields, "termination_reason": INFRASTRUCTURE_ERROR} if transport_failure(exc) else fields
 
 
 def per_task_row(row: dict[str, Any]) -> dict[str, Any]:
@@ -270,16 +293,18 @@ def print_summary(summary: dict[str, Any], run_dir: Path) -> None:
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_row("pairs (task x trial)", str(summary["num_pairs"]))
+    table.add_row("infrastructure errors (not scored)", str(summary["infrastructure_errors"]))
     table.add_row("average reward", f"{summary['avg_reward']:.3f}")
     for k, value in summary["pass^k"].items():
         table.add_row(f"pass^{k}", f"{value:.3f}")
     for reason, count in sorted(summary["termination_reasons"].items()):
         table.add_row(f"ended: {reason}", str(count))
-    table.add_row("errors", str(summary["errors"]))
+    table.add_row("errors (scored 0)", str(summary["errors"]))
     for cause, count in sorted(summary.get("error_causes", {}).items()):
         table.add_row(f"  error: {cause}", str(count))
     table.add_row("tool-call replies / malformed", f"{summary['tool_call_turns']} / {summary['format_errors']}")
     table.add_row("tool-call format validity", f"{summary['tool_call_validity']:.3f}")
-    table.add_row("tokens in / out", f"{summary['input_tokens']} / {summary['output_tokens']}")
+    table.add_row("tokens in / out (judge's included)", f"{summary['input_tokens']} / {summary['output_tokens']}")
+    table.add_row("judge tokens in / out", f"{summary['judge_input_tokens']} / {summary['judge_output_tokens']}")
     table.add_row("wall time (s)", f"{summary['wall_time_s']:.1f}")
     Console().print(table)

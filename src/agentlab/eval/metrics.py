@@ -1,4 +1,8 @@
-"""Run summaries computed as tau2 computes them (success = reward 1 +- 1e-6; pass^k = C(s,k)/C(n,k) per task)."""
+"""Run summaries computed as tau2 computes them (success = reward 1 +- 1e-6; pass^k = C(s,k)/C(n,k) per task).
+
+Infrastructure errors (``results.infrastructure_error``) are counted apart and left out of every score and
+mean, as tau2 leaves them out; the tokens they spent still count.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from typing import Any
 
 from tau2.metrics.agent_metrics import is_successful, pass_hat_k
 
-from agentlab.eval.results import error_type
+from agentlab.eval.results import INFRASTRUCTURE_ERROR, error_type, infrastructure_error, scored
 
 
 def pass_k(rows: list[dict[str, Any]], num_trials: int) -> dict[int, float]:
@@ -44,26 +48,41 @@ def tool_call_format(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def summarize(rows: list[dict[str, Any]], num_trials: int, wall_time: float) -> dict[str, Any]:
-    """The end-of-run summary: rewards, pass^k, termination reasons, errors, tokens, time."""
-    usage: Counter[str] = Counter()
+def tokens(rows: list[dict[str, Any]], field: str) -> Counter[str]:
+    """The rows' integer counts under ``field`` (``usage``, ``judge_usage``), summed by key."""
+    total: Counter[str] = Counter()
     for row in rows:
-        usage.update({k: v for k, v in (row.get("usage") or {}).items() if isinstance(v, int)})
-    rewards = [row["reward"] for row in rows]
+        total.update({k: v for k, v in (row.get(field) or {}).items() if isinstance(v, int)})
+    return total
+
+
+def termination_reason(row: dict[str, Any]) -> str:
+    """How a pair ended: tau2's reason, ``infrastructure_error``, or ``error`` (an error row that is the agent's)."""
+    return INFRASTRUCTURE_ERROR if infrastructure_error(row) else row.get("termination_reason") or "error"
+
+
+def summarize(rows: list[dict[str, Any]], num_trials: int, wall_time: float) -> dict[str, Any]:
+    """The end-of-run summary: rewards, pass^k, termination reasons, errors, tokens (the judge's too), time."""
+    counted = scored(rows)
+    usage, judge = tokens(rows, "usage"), tokens(rows, "judge_usage")
+    rewards = [row["reward"] for row in counted]
     return {
         "num_pairs": len(rows),
         "num_tasks": len({row["task_id"] for row in rows}),
+        "scored_pairs": len(counted),
+        "infrastructure_errors": len(rows) - len(counted),
         "avg_reward": sum(rewards) / len(rewards) if rewards else 0.0,
-        "pass^k": pass_k(rows, num_trials),
-        "termination_reasons": dict(Counter(row.get("termination_reason") or "error" for row in rows)),
-        "errors": sum(1 for row in rows if row.get("error")),
+        "pass^k": pass_k(counted, num_trials),
+        "termination_reasons": dict(Counter(termination_reason(row) for row in rows)),
+        "errors": sum(1 for row in counted if row.get("error")),  # error rows that score 0 (the agent's)
         "error_causes": dict(Counter(error_type(row) for row in rows if row.get("error"))),  # exception type -> pairs
-        "input_tokens": usage.get("input_token_count", 0),
-        "output_tokens": usage.get("output_token_count", 0),
-        **tool_call_format(rows),
+        "input_tokens": usage.get("input_token_count", 0) + judge.get("input_token_count", 0),
+        "output_tokens": usage.get("output_token_count", 0) + judge.get("output_token_count", 0),
+        "judge_input_tokens": judge.get("input_token_count", 0),
+        "judge_output_tokens": judge.get("output_token_count", 0),
+        **tool_call_format(counted),
         "wall_time_s": round(wall_time, 2),
     }
-
 
 
 def bootstrap_interval(

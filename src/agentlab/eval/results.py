@@ -22,11 +22,13 @@ from agentlab.jsonl import append_rows, json_line, read_rows, write_atomic
 
 RESULTS_FILE = "results.jsonl"
 TAU2_FILE = "tau2_results.json"
-REDONE_FILE = "results.redone.jsonl"  # error rows a resume ran again, kept
+REDONE_FILE = "results.redone.jsonl"  # infrastructure-error rows a resume ran again, kept
+INFRASTRUCTURE_ERROR = "infrastructure_error"  # the termination reason of a pair no model could be reached for
 
 PairKey = tuple[str, int]
-# the OpenAI SDK's errors (after its retries) that mean the endpoint, key or model name was wrong or unreachable
-UNATTEMPTED_ERRORS = frozenset(
+# the OpenAI SDK's errors (after its retries) that mean an endpoint was unreachable, overloaded or misconfigured
+# (the agent's, the user simulator's or the judge's): transport failures, not the model's output
+INFRASTRUCTURE_ERRORS = frozenset(
     {"APIConnectionError", "APITimeoutError", "AuthenticationError", "PermissionDeniedError", "NotFoundError", "RateLimitError", "InternalServerError"}
 )
 
@@ -46,13 +48,25 @@ def error_type(row: dict[str, Any]) -> str | None:
     return error.split(":", 1)[0] if isinstance(error, str) else None
 
 
-def unattempted(row: dict[str, Any]) -> bool:
-    """An error row whose model was never reached or answered (refused connection, bad key, no such model, ...).
+def transport_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` is an infrastructure failure (``INFRASTRUCTURE_ERRORS``): worth another try of the pair."""
+    return type(exc).__name__ in INFRASTRUCTURE_ERRORS
 
-    Such a pair says nothing about the agent: a later run with the cause fixed should play it. An error
-    raised while the conversation was played or scored is a real attempt's failure and stays finished.
+
+def infrastructure_error(row: dict[str, Any]) -> bool:
+    """An error row of a pair whose model could not be reached or answered (refused connection, bad key, no such
+    model, a server error after every retry), whenever in the conversation that happened.
+
+    Such a pair says nothing about the agent: it is left out of every score, and a later run plays it again.
+    A failure caused by what a model said (a malformed call, too many errors, an exception while scoring) is
+    a real attempt's failure: it scores 0 and stays finished.
     """
-    return error_type(row) in UNATTEMPTED_ERRORS
+    return error_type(row) in INFRASTRUCTURE_ERRORS
+
+
+def scored(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows that count in scores: all but the infrastructure errors (as tau2 leaves them out)."""
+    return [row for row in rows if not infrastructure_error(row)]
 
 
 def row_problem(row: Any) -> str | None:
@@ -82,18 +96,18 @@ class ResultStore:
         """Read finished rows; cut a torn last line (bytes after the last newline); refuse a corrupt row."""
         return read_rows(self.path, "one result object", ResultsFileError, check=row_problem)
 
-    def redo_unattempted(self) -> list[dict[str, Any]]:
-        """Take out the error rows whose pair never reached a model (``unattempted``), so a resume runs them again.
+    def redo_infrastructure_errors(self) -> list[dict[str, Any]]:
+        """Take out the infrastructure-error rows (``infrastructure_error``), so a resume runs their pairs again.
 
         They move to ``results.redone.jsonl`` (appended and fsynced first), then ``results.jsonl`` is rewritten
         without them, so a kill in between loses nothing and never leaves a pair both finished and redone.
         """
-        redo = [row for row in self.rows if unattempted(row)]
+        redo = [row for row in self.rows if infrastructure_error(row)]
         if not redo:
             return []
         append_rows(self.path.with_name(REDONE_FILE), redo)
         with self._lock:
-            self.rows = [row for row in self.rows if not unattempted(row)]
+            self.rows = scored(self.rows)
             write_atomic(self.path, "".join(json_line(row) for row in self.rows))
         return redo
 
@@ -127,7 +141,11 @@ def simulation_of(row: dict[str, Any]) -> SimulationRun:
 def write_tau2_results(
     run_dir: Path, rows: Iterable[dict[str, Any]], tasks: list[Task], info: dict[str, Any], env_info: EnvironmentInfo
 ) -> Path:
-    """Write ``tau2_results.json`` in tau2's ``Results`` format from the rows."""
+    """Write ``tau2_results.json`` in tau2's ``Results`` format from the rows.
+
+    Infrastructure errors are left out: this tau2 has no termination reason for them, and its viewer would
+    score them as the agent's failures.
+    """
     results = Results(
         info=Info(
             git_commit=info.get("git_commit", "unknown"),
@@ -140,7 +158,7 @@ def write_tau2_results(
             seed=info.get("seed"),
         ),
         tasks=tasks,
-        simulations=[simulation_of(row) for row in rows],
+        simulations=[simulation_of(row) for row in scored(rows)],
     )
     path = run_dir / TAU2_FILE
     write_atomic(path, results.model_dump_json(indent=2))

@@ -44,6 +44,7 @@ from tau2.user.user_simulator import get_global_user_sim_guidelines
 
 from agentlab.config import ConfigError
 from agentlab.eval.domains import Tau2Domain
+from agentlab.eval.judge import NL_EVALUATION_TYPES, judged_by
 from agentlab.eval.messages import (
     ERROR_PREFIX,
     convert_agent_framework_messages_to_tau2_messages,
@@ -55,6 +56,7 @@ from agentlab.eval.messages import (
 from agentlab.eval.tools import convert_tau2_tool_to_function_tool, tool_schemas
 from agentlab.eval.trajectory import Trajectory
 from agentlab.eval.window import SlidingWindowHistoryProvider
+from agentlab.models.base import ChatModel, NoModel
 
 ASSISTANT_AGENT_INSTRUCTION = """
 You are a customer service agent that helps the user according to the <policy> provided below.
@@ -88,9 +90,22 @@ def initial_history(task: Task) -> list[Message]:
     return convert_tau2_messages_to_agent_framework_messages(state.message_history) if state and state.message_history else []
 
 
-def score(runner: TaskRunner, task: Task, simulation: SimulationRun) -> RewardInfo:
-    """``runner.evaluate`` as a module function, so a process pool can run it."""
-    return runner.evaluate(task, simulation)
+def score(runner: TaskRunner, task: Task, simulation: SimulationRun) -> tuple[RewardInfo, dict[str, int]]:
+    """``runner.evaluate`` as a module function, so a process pool can run it: the reward and the judge's tokens."""
+    judge_usage: dict[str, int] = {}
+    return runner.evaluate(task, simulation, judge_usage), judge_usage
+
+
+def evaluation_type_of(value: str) -> EvaluationType:
+    """tau2's evaluation type named ``value``; a name tau2 does not have is a config error naming the choices."""
+    try:
+        return EvaluationType(value)
+    except ValueError as exc:
+        choices = ", ".join(t.value for t in EvaluationType)
+        raise ConfigError(
+            f"evaluation_type={value!r} (runner.evaluation_type) is not one of tau2's evaluation types: {choices} "
+            f"({', '.join(sorted(t.value for t in NL_EVALUATION_TYPES))} ask the model@judge model)"
+        ) from exc
 
 
 def _now() -> str:
@@ -162,8 +177,12 @@ class TaskRunner:
         debug: bool = False,
         max_tool_rounds: int = 30,
         max_errors: int = 10,
+        evaluation_type: str = EvaluationType.ALL.value,
+        judge: ChatModel | None = None,
     ) -> None:
         self.domain = domain
+        self.evaluation_type = evaluation_type_of(evaluation_type)
+        self.judge = judge or NoModel()
         self.max_steps = max_steps
         self.max_errors = max_errors
         self.max_tool_rounds = max_tool_rounds
@@ -284,8 +303,8 @@ class TaskRunner:
         """``trajectory`` with tau2's evaluation; the evaluator runs in ``executor`` (None: the event loop's
         default threads), so scoring overlaps other episodes' turns."""
         loop = asyncio.get_running_loop()
-        reward_info = await loop.run_in_executor(executor, score, self, trajectory.task, trajectory.simulation())
-        return trajectory.scored(reward_info)
+        reward_info, judge_usage = await loop.run_in_executor(executor, score, self, trajectory.task, trajectory.simulation())
+        return trajectory.scored(reward_info, judge_usage)
 
     def _out_of_steps(self, steps: int) -> TerminationReason | None:
         return TerminationReason.MAX_STEPS if steps >= self.max_steps else None
@@ -309,12 +328,19 @@ class TaskRunner:
         """The names of the domain's assistant tools."""
         return frozenset(tool.name for tool in self.domain.environment().get_tools())
 
-    def evaluate(self, task: Task, simulation: SimulationRun) -> RewardInfo:
-        """Score with tau2's official evaluator (``ALL``: environment, actions, communication; no LLM judge).
+    @property
+    def needs_judge(self) -> bool:
+        """Whether the evaluation type asks an LLM judge (NL assertions)."""
+        return self.evaluation_type in NL_EVALUATION_TYPES
+
+    def evaluate(self, task: Task, simulation: SimulationRun, judge_usage: dict[str, int] | None = None) -> RewardInfo:
+        """Score with tau2's official evaluator, as ``evaluation_type`` says (default ``all``: environment, actions,
+        communication; no LLM judge). NL assertions are judged by ``judge``, its tokens added to ``judge_usage``.
 
         It replays the trajectory without the calls to unknown tools (``without_unknown_calls``).
         """
         replayed = simulation.model_copy(update={"messages": without_unknown_calls(simulation.messages, self.tool_names)})
-        return evaluate_simulation(
-            simulation=replayed, task=task, evaluation_type=EvaluationType.ALL, solo_mode=False, domain=self.domain.name
-        )
+        with judged_by(self.judge, judge_usage if judge_usage is not None else {}):
+            return evaluate_simulation(
+                simulation=replayed, task=task, evaluation_type=self.evaluation_type, solo_mode=False, domain=self.domain.name
+            )

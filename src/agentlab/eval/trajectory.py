@@ -37,7 +37,8 @@ MESSAGE_TYPES: dict[str, type[Tau2Message]] = {
 class Trajectory:
     """One played conversation and what was measured while playing and scoring it.
 
-    ``reward_info`` is tau2's evaluation (None until scored); ``generations`` are the local policy's sampled
+    ``reward_info`` is tau2's evaluation (None until scored), ``judge_usage`` the tokens its NL-assertion judge
+    spent (apart from the agent's and the user's ``usage``); ``generations`` are the local policy's sampled
     turns (prompt ids, new ids, logprobs) in order, empty when another backend played the agent.
     """
 
@@ -50,6 +51,7 @@ class Trajectory:
     format_errors: int = 0
     steps: int = 0
     usage: dict[str, int] = field(default_factory=dict)
+    judge_usage: dict[str, int] = field(default_factory=dict)
     window_truncated: int = 0
     start_time: str = ""
     end_time: str = ""
@@ -62,8 +64,8 @@ class Trajectory:
         """tau2's reward, None before scoring."""
         return self.reward_info.reward if self.reward_info is not None else None
 
-    def scored(self, reward_info: RewardInfo) -> Trajectory:
-        return dataclasses.replace(self, reward_info=reward_info)
+    def scored(self, reward_info: RewardInfo, judge_usage: Mapping[str, int] | None = None) -> Trajectory:
+        return dataclasses.replace(self, reward_info=reward_info, judge_usage=dict(judge_usage or {}))
 
     def simulation(self) -> SimulationRun:
         """tau2's record of this trajectory, as its evaluator and viewer read it (stamped when it ended)."""
@@ -92,6 +94,7 @@ class Trajectory:
             "simulation": simulation.model_dump(mode="json"),
             "steps": self.steps,
             "usage": self.usage,
+            "judge_usage": self.judge_usage,
             "format_errors": self.format_errors,
             "window_truncated": self.window_truncated,
             "start_time": self.start_time,
@@ -124,6 +127,7 @@ class Trajectory:
             format_errors=int(row.get("format_errors") or 0),
             steps=int(row.get("steps") or 0),
             usage=dict(row.get("usage") or {}),
+            judge_usage=dict(row.get("judge_usage") or {}),
             window_truncated=int(row.get("window_truncated") or 0),
             start_time=row.get("start_time") or "",
             end_time=row.get("end_time") or "",

@@ -13,6 +13,8 @@ from typing import Literal, Protocol
 from agent_framework import SupportsChatGetResponse
 from tau2.data_model.tasks import Task
 
+from agentlab.config import ConfigError
+
 Role = Literal["agent", "user"]
 
 
@@ -44,3 +46,19 @@ class ModelFactory:
 
     async def aclose(self) -> None:
         """Nothing to release."""
+
+
+class NoModel(ModelFactory):
+    """``model=none``: no model, for a role this run does not use (the judge, when nothing asks one)."""
+
+    name = "none"
+
+    def client(self, task: Task | None, role: Role) -> SupportsChatGetResponse:
+        raise ConfigError(f"a model was asked for ({role}) where the config chose none (model@...=none); choose a model option there")
+
+    async def preflight(self, key: str) -> None:
+        """A run that uses this role needs a model: say which key to set."""
+        raise ConfigError(
+            f"{key}: this run needs a model here but model@{key}=none; choose one of the model options "
+            f"(openai, hf_local, smollm2, oracle), e.g. model@{key}=openai {key}.model=gpt-4.1"
+        )

@@ -7,9 +7,11 @@ whose body is not JSON, a 200 without choices. A client must survive each by ret
 schema or not JSON, several calls, text and a call, an empty or an endless reply); the harness must turn
 each into a tool error the agent reads, or text, never a crash.
 
-Faults come from a script (the n-th request of a model gets ``script[model][n]``; tests) or at random with
-``rate`` and ``seed`` (load runs); the script wins while it lasts. The server counts requests, faults by
-kind, and (through ``LoopbackHTTPServer``) the TCP connections open at once.
+Faults come from a script (the n-th request of a model gets ``script[model][n]``; tests), from a task's fault
+(every request of a model about that task gets ``task_faults[model][task_id]``: a task that never gets through)
+or at random with ``rate`` and ``seed`` (load runs); the script wins while it lasts, then the task's fault. The
+server counts requests (by model and by task), faults by kind, and (through ``LoopbackHTTPServer``) the TCP
+connections open at once.
 
     with FaultServer(tasks, FaultPlan(rate=0.05, latency_s=(0, 0.02))) as server: ...
 """
@@ -49,6 +51,7 @@ class FaultPlan:
     """
 
     script: Mapping[str, Sequence[str | None]] = field(default_factory=dict)
+    task_faults: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     rate: float = 0.0
     kinds: Sequence[str] = TRANSPORT_FAULTS
     seed: int = 0
@@ -58,7 +61,8 @@ class FaultPlan:
 
     def __post_init__(self) -> None:
         known = set(TRANSPORT_FAULTS) | set(OUTPUT_FAULTS)
-        unknown = {k for faults in self.script.values() for k in faults if k is not None} - known
+        scripted = {k for faults in self.script.values() for k in faults if k is not None}
+        unknown = (scripted | {k for faults in self.task_faults.values() for k in faults.values()}) - known
         if unknown:
             raise ValueError(f"unknown faults {sorted(unknown)}; known: {sorted(known)}")
         if not set(self.kinds) <= set(TRANSPORT_FAULTS):
@@ -73,12 +77,13 @@ class FaultApp:
         self.rng = random.Random(plan.seed)
         self.requests = 0
         self.requests_by_model: Counter[str] = Counter()
+        self.requests_by_task: Counter[str] = Counter()
         self.injected: Counter[str] = Counter()
         self._lock = threading.Lock()
 
     def serve(self, handler: CompletionHandler, request: dict[str, Any]) -> None:
         model = request["model"]
-        fault, delay = self._draw(model)
+        fault, delay = self._draw(model, self._task_id(request["messages"]))
         time.sleep(delay)
         if fault in TRANSPORT_FAULTS:
             self._transport_fault(handler, model, fault)
@@ -93,15 +98,25 @@ class FaultApp:
             message, finish_reason = output_fault(fault, message, request.get("tools") or [])
         handler.send_json(200, completion(model, message, finish_reason))
 
-    def _draw(self, model: str) -> tuple[str | None, float]:
-        """This request's fault (scripted first, then random) and latency, counted under the lock."""
+    def _task_id(self, messages: list[dict[str, Any]]) -> str | None:
+        try:
+            return self.brain.task_of(messages).id
+        except LookupError:
+            return None
+
+    def _draw(self, model: str, task_id: str | None) -> tuple[str | None, float]:
+        """This request's fault (scripted first, then the task's, then random) and latency, counted under the lock."""
         with self._lock:
             index = self.requests_by_model[model]
             self.requests_by_model[model] += 1
+            self.requests_by_task[str(task_id)] += 1
             self.requests += 1
             script = self.plan.script.get(model, ())
+            task_fault = self.plan.task_faults.get(model, {}).get(str(task_id))
             if index < len(script):
                 fault = script[index]
+            elif task_fault is not None:
+                fault = task_fault
             else:
                 fault = self.rng.choice(self.plan.kinds) if self.rng.random() < self.plan.rate else None
             if fault is not None:
@@ -130,9 +145,14 @@ class FaultApp:
             handler.send_json(200, {**completion(model, {"role": "assistant", "content": ""}), "choices": []})
 
     def stats(self) -> dict[str, Any]:
-        """Requests served (faulty ones included) and faults injected by kind."""
+        """Requests served (faulty ones included, by task too) and faults injected by kind."""
         with self._lock:
-            return {"requests": self.requests, "faults": dict(self.injected), "faults_total": sum(self.injected.values())}
+            return {
+                "requests": self.requests,
+                "requests_by_task": dict(self.requests_by_task),
+                "faults": dict(self.injected),
+                "faults_total": sum(self.injected.values()),
+            }
 
 
 def _peer_closed(connection: socket.socket, poll_s: float = 0.02) -> bool:

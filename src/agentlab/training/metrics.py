@@ -31,7 +31,7 @@ from tau2.data_model.tasks import Action
 from tau2.metrics.agent_metrics import is_successful
 
 from agentlab.eval.metrics import pass_k
-from agentlab.eval.results import write_atomic
+from agentlab.eval.results import scored, write_atomic
 from agentlab.eval.trajectory import Trajectory
 from agentlab.training.reward import (
     AgentRewardModel,
@@ -96,14 +96,19 @@ def stats(values: Sequence[float]) -> dict[str, float | int | None]:
 def compute_metrics(
     rows: Sequence[Mapping[str, Any]], num_trials: int | None = None, reward_model: AgentRewardModel | None = None
 ) -> dict[str, Any]:
-    """The metrics of a run's rows; pass^k for k = 1..num_trials (default: the most trials any task has)."""
+    """The metrics of a run's rows; pass^k for k = 1..num_trials (default: the most trials any task has).
+
+    Infrastructure errors are counted apart and left out of every mean (``scored``).
+    """
     model = reward_model or AgentRewardModel()
-    per_row = [trajectory_scores(Trajectory.from_row(row), model) for row in rows]
+    counted = scored(rows)
+    per_row = [trajectory_scores(Trajectory.from_row(row), model) for row in counted]
     trials = num_trials or max(Counter(row["task_id"] for row in rows).values(), default=1)
     return {
         **{name: stats([scores[name] for scores in per_row]) for name in METRIC_NAMES},
-        "pass^k": pass_k(list(rows), trials),
+        "pass^k": pass_k(counted, trials),
         "num_pairs": len(rows),
+        "infrastructure_errors": len(rows) - len(counted),
         "num_tasks": len({row["task_id"] for row in rows}),
     }
 
