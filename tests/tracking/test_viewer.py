@@ -168,6 +168,7 @@ def _shown(dom: str) -> int:
             },
         ),
     ],
+    ids=["none", "failed", "task_ids", "reason", "differ_and_reason"],
 )
 def test_filters_in_the_browser(side_by_side, tmp_path, state, expected):
     pairs = _pairs(page_data(side_by_side))

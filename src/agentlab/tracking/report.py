@@ -380,7 +380,7 @@ def task_figure(runs: list[Run]) -> Figure | None:
     shown = [r for r in runs if r.task_rewards]
     if not shown:
         return None
-    tasks = sorted({t for r in shown for t in r.task_rewards}, key=_task_order)
+    tasks = sorted({t for r in shown for t in r.task_rewards}, key=task_order)
     grid = np.array([[r.task_rewards.get(t, math.nan) for t in tasks] for r in shown])
     figure = _figure(min(max(6.0, 0.35 * len(tasks) + 4), 14), max(2.5, 0.55 * len(shown) + 1.5))
     ax = figure.add_subplot()
@@ -398,7 +398,7 @@ def task_figure(runs: list[Run]) -> Figure | None:
     return figure
 
 
-def _task_order(task: str) -> tuple[int, int, str]:
+def task_order(task: str) -> tuple[int, int, str]:
     """Numeric ids in numeric order (2 before 10), then the others alphabetically."""
     return (0, int(task), "") if task.isdigit() else (1, 0, task)
 

@@ -24,7 +24,7 @@ from tau2.metrics.agent_metrics import is_successful
 from agentlab.eval.results import pair_key
 from agentlab.jsonl import write_atomic
 from agentlab.rundir import CONVERSATIONS_FILE
-from agentlab.tracking.report import RESULTS_FILE, Run, display_path, result_rows, results_dir
+from agentlab.tracking.report import RESULTS_FILE, Run, display_path, result_rows, results_dir, task_order
 
 ERROR_REASON = "error"  # the termination reason shown for an error row (the pair raised before tau2 scored it)
 MESSAGE_KEYS = ("role", "content", "tool_calls", "id", "error")  # what the page shows of a tau2 message
@@ -70,7 +70,7 @@ def task_brief(task: Any) -> dict[str, Any] | None:
     return {"purpose": (task.get("description") or {}).get("purpose"), "instructions": scenario.get("instructions")}
 
 
-def page_data(runs: Sequence[ViewerRun], title: str) -> dict[str, Any]:
+def page_data(runs: Sequence[ViewerRun]) -> dict[str, Any]:
     """Pairs keyed by (task id, trial), one conversation per run (None where a run lacks the pair)."""
     pairs: dict[tuple[str, int], dict[str, Any]] = {}
     for column, run in enumerate(runs):
@@ -82,9 +82,8 @@ def page_data(runs: Sequence[ViewerRun], title: str) -> dict[str, Any]:
             if pair["convs"][column] is None:  # a run dir extended with resume=extend keeps the first row of a pair
                 pair["convs"][column] = conversation(row)
                 pair["task"] = pair["task"] or task_brief(row.get("task"))
-    ordered = sorted(pairs.values(), key=lambda p: (_task_order(p["task_id"]), p["trial"]))
+    ordered = sorted(pairs.values(), key=lambda p: (task_order(p["task_id"]), p["trial"]))
     return {
-        "title": title,
         "runs": [{"label": run.label, "path": display_path(run.path), **_run_figures(run.rows)} for run in runs],
         "pairs": ordered,
     }
@@ -93,11 +92,6 @@ def page_data(runs: Sequence[ViewerRun], title: str) -> dict[str, Any]:
 def _run_figures(rows: list[dict[str, Any]]) -> dict[str, Any]:
     rewards = [_finite(row.get("reward")) or 0.0 for row in rows]
     return {"count": len(rows), "avg_reward": sum(rewards) / len(rewards) if rows else None}
-
-
-def _task_order(task: str) -> tuple[int, int, str]:
-    """Numeric ids in numeric order (2 before 10), then the others alphabetically."""
-    return (0, int(task), "") if task.isdigit() else (1, 0, task)
 
 
 def _finite(value: Any) -> float | None:
@@ -117,7 +111,7 @@ def script_json(data: Any) -> str:
 
 def render_page(runs: Sequence[ViewerRun], title: str) -> str:
     """The self-contained page: inline CSS and script, the rows as inert JSON data."""
-    return PAGE.format(title=html.escape(title), style=STYLE, data=script_json(page_data(runs, title)), script=SCRIPT)
+    return PAGE.format(title=html.escape(title), style=STYLE, data=script_json(page_data(runs)), script=SCRIPT)
 
 
 def write_page(path: Path, runs: Sequence[ViewerRun], title: str) -> Path:
