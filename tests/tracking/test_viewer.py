@@ -142,6 +142,15 @@ def test_model_text_stays_text(runs, side_by_side, tmp_path):
     assert "<img" not in dom.stdout and html.escape(HOSTILE, quote=False) in dom.stdout
 
 
+def test_page_loads_nothing(side_by_side):
+    """Outside its data block the page names no URL, file or loader: it opens offline, from anywhere."""
+    page = side_by_side.read_text(encoding="utf-8")
+    start = page.index('<script type="application/json" id="data">')
+    shell = page[:start] + page[page.index("</script>", start) :]
+    for loader in ("src=", "href=", "url(", "@import", "http:", "https:", "fetch(", "XMLHttpRequest", "import("):
+        assert loader not in shell
+
+
 def _shown(dom: str) -> int:
     return dom.count('<details class="pair"')
 
