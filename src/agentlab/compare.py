@@ -1,8 +1,9 @@
 """``python -m agentlab.compare <dir> [<dir> ...] [--out report_dir]``: compare runs without W&B.
 
 Each dir is a run dir or a folder holding run dirs (a Hydra multirun sweep, at any depth). Writes one
-self-contained ``report.html`` (runs table, reward, pass^k, per-task and loss plots) and the plots' PNGs
-into ``--out`` (default ``<first dir>/compare/``). The work is in ``agentlab.tracking.report``.
+self-contained ``report.html`` (runs table, reward, pass^k, per-task and loss plots, links to the conversation
+pages), the plots' PNGs and ``conversations.html`` (every run's conversations side by side) into ``--out``
+(default ``<first dir>/compare/``). The work is in ``agentlab.tracking.report`` and ``agentlab.tracking.viewer``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from agentlab.tracking.report import ReportError, load_runs, print_summary, write_report
+from agentlab.tracking.viewer import compare_page
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
@@ -31,7 +33,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser, args = parse_args(argv)
     try:
         runs = load_runs(args.dirs)
-        page, pngs = write_report(runs, args.dirs, args.out or args.dirs[0] / "compare")
+        out = args.out or args.dirs[0] / "compare"
+        page, pngs = write_report(runs, args.dirs, out, side_by_side=compare_page)
     except ReportError as exc:
         parser.error(str(exc))
     print_summary(runs, page, pngs)

@@ -218,8 +218,9 @@ def check_targets(cfg: DictConfig) -> None:
             if key not in known and not open_keywords:
                 raise ConfigError(f"{path}.{key} is not a setting of {node._target_}; expected one of: {', '.join(sorted(known))}")
             child = node._get_node(key)
-            if isinstance(child, DictConfig) and "_target_" in child:
-                continue
+            resolved = node[key] if OmegaConf.is_interpolation(node, key) else child  # ``${logger}``: the node it names
+            if isinstance(resolved, DictConfig) and "_target_" in resolved:
+                continue  # an object of its own, checked at its own path
             value = OmegaConf.to_container(child, resolve=True) if isinstance(child, (DictConfig, ListConfig)) else node[key]
             annotation = known.get(key, Any)
             if not _fits(annotation, value):

@@ -33,11 +33,12 @@ from agentlab.config import ConfigError
 from agentlab.jsonl import write_atomic
 
 RUN_FILE = "run.json"
+CONVERSATIONS_FILE = "conversations.html"  # every conversation of the run, browsable offline (agentlab.tracking.viewer)
 PREVIOUS_DIR = "previous"
 RESUME_MODES = ("auto", "extend", "new")
-# keys that never change a result: how many pairs run at once, retries and timeouts, progress and logs
+# keys that never change a result: how many pairs run at once, retries and timeouts, progress, logs and pages
 EXECUTION_KEYS = frozenset(
-    {"concurrency", "evaluator_processes", "progress", "debug", "logger", "max_connections", "max_retries", "max_task_retries", "timeout", "prefix_cache_slots"}
+    {"concurrency", "evaluator_processes", "progress", "debug", "logger", "viewer", "max_connections", "max_retries", "max_task_retries", "timeout", "prefix_cache_slots"}
 )
 UNSET = "(unset)"
 SIMPLE_INTERPOLATION = re.compile(r"^\$\{([A-Za-z_][\w.]*)\}$")

@@ -8,13 +8,13 @@ import html
 import io
 import json
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from chromium import chromium, console_lines
 from conftest import ROOT
 from matplotlib.image import imread
 
@@ -106,6 +106,8 @@ def test_page_has_every_run_its_numbers_and_inline_images(report):
     assert all(base64.b64decode(src.split(",", 1)[1]).startswith(b"\x89PNG\r\n\x1a\n") for src in images)
     assert all((page.parent / name).stat().st_size > 1000 for name in PLOTS)
     assert "report.html" in printed and "rl_algo=dpo" in printed and "0.667" in printed
+    assert '<li><a href="conversations.html">every run side by side</a></li>' in text  # each run's: test_viewer.py
+    assert (page.parent / "conversations.html").is_file()
 
 
 def test_plot_without_data_becomes_a_note(tmp_path, capsys):
@@ -116,33 +118,17 @@ def test_plot_without_data_becomes_a_note(tmp_path, capsys):
     assert not (tmp_path / "out" / "loss.png").exists()
 
 
-def _chromium(*args: str, profile: Path) -> subprocess.CompletedProcess[str]:
-    """Headless Chromium with its console on stderr; fails (not skips) when it is missing."""
-    binary = shutil.which("chromium")
-    if binary is None:
-        pytest.fail("chromium is not installed: run scripts/install.sh (it installs Debian's chromium for this test)")
-    command = [binary, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0", f"--user-data-dir={profile}", *args]
-    done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return done
-
-
-def _console_lines(stderr: str) -> list[str]:
-    """Console messages; this Chromium logs every level as INFO:CONSOLE, and the page has no script: any line is a fault."""
-    return [line for line in stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
-
-
 def test_page_renders_in_headless_chromium(report, tmp_path):
     page, _ = report
-    dom = _chromium("--dump-dom", page.as_uri(), profile=tmp_path / "profile")
+    dom = chromium("--dump-dom", page.as_uri(), profile=tmp_path / "profile")
     for label in (EVAL_LABEL, DPO_LABEL, GRPO_LABEL):
         assert html.escape(label, quote=False) in dom.stdout
     assert dom.stdout.count("data:image/png;base64,") == len(PLOTS)
-    assert not _console_lines(dom.stderr)
+    assert not console_lines(dom.stderr)
 
     shot = tmp_path / "shot.png"
-    done = _chromium(f"--screenshot={shot}", "--window-size=1280,2000", page.as_uri(), profile=tmp_path / "profile")
-    assert not _console_lines(done.stderr)
+    done = chromium(f"--screenshot={shot}", "--window-size=1280,2000", page.as_uri(), profile=tmp_path / "profile")
+    assert not console_lines(done.stderr)
     pixels = imread(shot)
     assert shot.stat().st_size > 20_000 and pixels.shape[:2] == (2000, 1280)
     assert (pixels[..., :3].min(axis=2) < 0.9).mean() > 0.05  # not a blank page: text, table and plots drawn

@@ -17,6 +17,7 @@ import multiprocessing
 import time
 import traceback
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,7 @@ class Evaluation:
         logger: NullLogger | None = None,
         progress: bool = True,
         max_task_retries: int = 2,
+        viewer: Callable[[Path, list[dict[str, Any]]], Any] | None = None,
     ) -> None:
         if max_task_retries < 0:
             raise ConfigError(f"max_task_retries={max_task_retries} is not allowed; expected an integer >= 0 (0 = play each pair once)")
@@ -115,6 +117,7 @@ class Evaluation:
         self.evaluator_processes, self.patch_env = evaluator_processes, patch_env
         self.logger = logger or NullLogger()
         self.progress = progress
+        self.viewer = viewer  # writes the run's conversation page from its rows (the ``viewer`` node); None: no page
 
     def tasks(self) -> list[Task]:
         return select_tasks(self.runner.domain.tasks(self.task_split), self.task_ids, self.num_tasks)
@@ -254,6 +257,8 @@ class Evaluation:
         write_atomic(run_dir / METRICS_FILE, json.dumps({"metrics": metrics_of({"eval": summary}), "summary": summary}, indent=2))
         info = {"num_trials": self.num_trials, "max_steps": self.runner.max_steps, "agent_model": self.agent.name, "user_model": self.user.name}
         write_tau2_results(run_dir, rows, tasks, info, self.runner.domain.environment().get_info())
+        if self.viewer is not None:
+            self.viewer(run_dir, rows)
         self.logger.log_table("eval/tasks", [per_task_row(row) for row in rows])
         self.logger.log_artifact("results", "results", run_dir / RESULTS_FILE)
         self.logger.finish({"eval": summary})

@@ -153,6 +153,11 @@ def _with_adapter(model: Any, base: str, adapter: str) -> Any:
         ) from exc
 
 
+# one model loads at a time in a process: transformers' lazy imports fail when two threads run them at once
+# (``cannot import name 'AutoModelForCausalLM'``), and two loads only compete for the same cores
+_LOADING = threading.Lock()
+
+
 def _load(path: str, gguf_file: str | None, dtype: str, device: str, adapter: str | None = None) -> LoadedModel:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -220,7 +225,6 @@ class LocalHFModel(ModelFactory):
         self.generations = 0
         self.record_logprobs = False  # a training policy sets it: its rollouts need each token's sampling logprob
         self._loaded: LoadedModel | None = None
-        self._load_lock = threading.Lock()
         self._generate_lock = threading.Lock()
 
     def model_path(self) -> str:
@@ -234,7 +238,7 @@ class LocalHFModel(ModelFactory):
         clone.prefix_cache = PrefixCache(self.prefix_cache.slots) if self.prefix_cache is not None else None
         clone.cache_hits = clone.reused_tokens = clone.prefill_tokens = clone.generations = 0
         clone._loaded = None
-        clone._load_lock, clone._generate_lock = threading.Lock(), threading.Lock()
+        clone._generate_lock = threading.Lock()
         return clone
 
     def serving(self, loaded: LoadedModel) -> LocalHFModel:
@@ -249,7 +253,7 @@ class LocalHFModel(ModelFactory):
     def load(self) -> LoadedModel:
         """The loaded model, loading it on the first call (once, even from several threads)."""
         if self._loaded is None:
-            with self._load_lock:
+            with _LOADING:
                 if self._loaded is None:
                     self._loaded = _load(self.model_path(), self.gguf_file, self.dtype, self.device, self.adapter)
         return self._loaded

@@ -3,7 +3,8 @@
 Reads only what the stages already write into a run dir (``summary.json``, ``results.jsonl``,
 ``metrics.json``, ``.hydra/``), never modifies it, and embeds every plot as a base64 PNG so the page
 can be mailed or opened offline. Evaluation runs (``stage=eval``) and training runs (``stage=train``:
-their ``eval_base/`` and ``eval_adapter/`` sub-evaluations belong to them) sit side by side.
+their ``eval_base/`` and ``eval_adapter/`` sub-evaluations belong to them) sit side by side. The page links
+each run's conversation page and the side-by-side one the caller writes beside it (``agentlab.tracking.viewer``).
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ import os
 import sys
 import textwrap
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 import yaml
@@ -33,10 +35,13 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from agentlab.eval.results import row_problem
+from agentlab.rundir import CONVERSATIONS_FILE
 from agentlab.tracking.loggers import METRICS_FILE
 
 SUMMARY_FILE, RESULTS_FILE = "summary.json", "results.jsonl"
 REPORT_FILE = "report.html"
+TRAIN_RESULTS_DIR = "eval_adapter"  # a training run's rows: its trained adapter's evaluation
 MISSING = "—"
 TEXT_COLUMNS = {"label", "kind", "experiment", "algo", "run dir", "note"}
 TABLE_LEGEND = (
@@ -161,7 +166,7 @@ def _training_figures(path: Path, summary: dict[str, Any]) -> dict[str, Any]:
         "base_reward": _number(summary, "eval_base/avg_reward", path),
         "pass_k": _pass_k({k.removeprefix(prefix): v for k, v in summary.items() if k.startswith(prefix)}, path),
         "errors": None if all(e is None for e in errors) else int(sum(e or 0 for e in errors)),
-        "task_rewards": task_rewards(path / "eval_adapter" / RESULTS_FILE),
+        "task_rewards": task_rewards(path / TRAIN_RESULTS_DIR / RESULTS_FILE),
         "losses": _losses(path / METRICS_FILE),
         "note": note,
     }
@@ -182,21 +187,38 @@ def _unclash(labels: list[str], fallbacks: list[str]) -> list[str]:
 
 
 def task_rewards(path: Path) -> dict[str, float]:
-    """Task id -> mean reward over its trials; a torn last line (a run still writing) is left out, never cut."""
-    if not path.is_file():
-        return {}
-    lines = path.read_text(encoding="utf-8").split("\n")[:-1]
+    """Task id -> mean reward over its trials."""
     by_task: dict[str, list[float]] = defaultdict(list)
+    for row in result_rows(path):
+        by_task[str(row["task_id"])].append(float(row["reward"]))
+    return {task: sum(rewards) / len(rewards) for task, rewards in by_task.items()}
+
+
+def result_rows(path: Path) -> list[dict[str, Any]]:
+    """A ``results.jsonl``'s rows (none when absent); a torn last line (a run still writing) is left out, not cut."""
+    if not path.is_file():
+        return []
+    lines = path.read_text(encoding="utf-8").split("\n")[:-1]
+    rows = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
-            by_task[str(row["task_id"])].append(float(row["reward"]))
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            expected = "expected a JSON object with task_id and reward"
-            raise ReportError(f"{path}: line {number} is not a result row ({exc!r}); {expected}") from exc
-    return {task: sum(rewards) / len(rewards) for task, rewards in by_task.items()}
+        except json.JSONDecodeError as exc:
+            problem = f"not JSON ({exc.msg})"
+        else:
+            problem = row_problem(row)
+        if problem:
+            expected = "expected a JSON object with task_id, trial and reward"
+            raise ReportError(f"{path}: line {number} is not a result row: {problem}; {expected}")
+        rows.append(row)
+    return rows
+
+
+def results_dir(run: Run) -> Path:
+    """Where a run's rows are: an evaluation's own dir, a training run's adapter evaluation."""
+    return run.path / TRAIN_RESULTS_DIR if run.kind == "train" else run.path
 
 
 def _losses(path: Path) -> list[tuple[float, float]]:
@@ -358,7 +380,7 @@ def task_figure(runs: list[Run]) -> Figure | None:
     shown = [r for r in runs if r.task_rewards]
     if not shown:
         return None
-    tasks = sorted({t for r in shown for t in r.task_rewards}, key=_task_order)
+    tasks = sorted({t for r in shown for t in r.task_rewards}, key=task_order)
     grid = np.array([[r.task_rewards.get(t, math.nan) for t in tasks] for r in shown])
     figure = _figure(min(max(6.0, 0.35 * len(tasks) + 4), 14), max(2.5, 0.55 * len(shown) + 1.5))
     ax = figure.add_subplot()
@@ -376,7 +398,7 @@ def task_figure(runs: list[Run]) -> Figure | None:
     return figure
 
 
-def _task_order(task: str) -> tuple[int, int, str]:
+def task_order(task: str) -> tuple[int, int, str]:
     """Numeric ids in numeric order (2 before 10), then the others alphabetically."""
     return (0, int(task), "") if task.isdigit() else (1, 0, task)
 
@@ -429,8 +451,11 @@ img { max-width: 100%; }
 """
 
 
-def render_html(runs: list[Run], roots: list[Path], plots: list[Plot], generated: datetime) -> str:
-    """The self-contained page: inline CSS, inline base64 PNGs, every text escaped, no script."""
+def render_html(
+    runs: list[Run], roots: list[Path], plots: list[Plot], generated: datetime, links: Sequence[tuple[str, str]] = ()
+) -> str:
+    """The self-contained page: inline CSS, inline base64 PNGs, every text escaped, no script; ``links``: (text, href)
+    of the conversation pages."""
     esc = html.escape
     dirs = ", ".join(f"<code>{esc(display_path(root))}</code>" for root in roots)
     parts = [
@@ -441,6 +466,8 @@ def render_html(runs: list[Run], roots: list[Path], plots: list[Plot], generated
         "<h2>Runs</h2>",
         _html_table(run_table(runs)),
         f'<p class="note">{esc(TABLE_LEGEND)}</p>',
+        "<h2>Conversations</h2>",
+        _html_links(links) if links else f'<p class="note">No run has conversations ({RESULTS_FILE} rows).</p>',
     ]
     for plot in plots:
         parts.append(f"<h2>{esc(plot.title)}</h2>")
@@ -451,6 +478,18 @@ def render_html(runs: list[Run], roots: list[Path], plots: list[Plot], generated
             parts.append(f'<img src="data:image/png;base64,{data}" alt="{esc(plot.title)}">')
     parts.append("</body></html>\n")
     return "\n".join(parts)
+
+
+def _html_links(links: Sequence[tuple[str, str]]) -> str:
+    items = "".join(f'<li><a href="{html.escape(href)}">{html.escape(text)}</a></li>' for text, href in links)
+    return f"<ul>{items}</ul>"
+
+
+def conversation_links(runs: list[Run], out: Path, side_by_side: Path | None) -> list[tuple[str, str]]:
+    """(text, href relative to ``out``) of the side-by-side page and of each run's own page that exists."""
+    pages = [("every run side by side", side_by_side)] if side_by_side else []
+    pages += [(run.label, results_dir(run) / CONVERSATIONS_FILE) for run in runs]
+    return [(text, quote(Path(os.path.relpath(page, out)).as_posix())) for text, page in pages if page.is_file()]
 
 
 def _html_table(table: RunTable) -> str:
@@ -470,8 +509,11 @@ def _cell_class(header: str) -> str:
     return {"note": ' class="note"', "label": ' class="wrap"', "run dir": ' class="wrap"'}.get(header, "")
 
 
-def write_report(runs: list[Run], roots: list[Path], out: Path) -> tuple[Path, list[Path]]:
-    """``out/report.html`` plus each plot's PNG beside it (a stale PNG of a plot now without data is removed)."""
+def write_report(
+    runs: list[Run], roots: list[Path], out: Path, side_by_side: Callable[[list[Run], Path], Path | None] | None = None
+) -> tuple[Path, list[Path]]:
+    """``out/report.html`` plus each plot's PNG beside it (a stale PNG of a plot now without data is removed), linked to
+    the runs' conversation pages and to the one ``side_by_side`` writes into ``out`` (the viewer's)."""
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -485,8 +527,9 @@ def write_report(runs: list[Run], roots: list[Path], out: Path) -> tuple[Path, l
         else:
             png.write_bytes(plot.png)
             pngs.append(png)
+    links = conversation_links(runs, out, side_by_side(runs, out) if side_by_side else None)
     page = out / REPORT_FILE
-    page.write_text(render_html(runs, roots, plots, datetime.now()), encoding="utf-8")
+    page.write_text(render_html(runs, roots, plots, datetime.now(), links), encoding="utf-8")
     return page, pngs
 
 
