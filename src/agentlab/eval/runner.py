@@ -309,7 +309,7 @@ class TaskRunner:
             reason = self._too_many_errors(errors) or self._user_stop(from_user) or self._out_of_steps(steps)
             if reason is not None:
                 break
-            to_assistant = without_calls_of([*pending_for_assistant, *from_user], "user")  # not the user.s calls
+            to_assistant = without_calls_of([*pending_for_assistant, *from_user], "user")  # not the user's calls
             reply = await assistant.run(to_assistant, session=assistant_session)
             _add_usage(usage, reply)
             pending_for_assistant = []
