@@ -31,6 +31,7 @@ from agentlab.models.oracle import (
     next_agent_move,
     next_user_move,
 )
+from agentlab.training.data import turns_from_tau2
 
 TELECOM = Tau2Domain("telecom")
 
@@ -202,3 +203,22 @@ def test_a_user_call_to_a_tool_it_lacks_is_not_replayed():
     ]
     kept = without_unknown_calls(messages, frozenset({"get_customer_by_phone"}), frozenset({"toggle_roaming"}))
     assert [getattr(m, "id", None) or m.tool_calls[0].id for m in kept] == ["u2", "u2"]
+
+
+def test_training_turns_are_the_agents_view():
+    """A telecom run's training dialog holds what the agent saw: none of the user's tool traffic."""
+    task = next(t for t in TELECOM.tasks("base") if _shape(t) == ("user", "assistant", "user"))
+    agent = RecordingOracle(task, "agent")
+    played = asyncio.run(TaskRunner(TELECOM).play(task, 0, agent, OracleChatClient(task, "user")))
+    turns = turns_from_tau2([m.model_dump(mode="json") for m in played.simulation.messages])
+    seen = [m for m in agent.seen[-1] if m.role != "system"]  # its last request: all it saw before its closing text
+    assert [(t["role"], t["content"] if t["role"] != "tool" else None, sorted(_turn_ids(t))) for t in turns[:-1]] == [
+        (m.role, m.text if m.role != "tool" else None, sorted(_call_ids([m]))) for m in seen
+    ]
+    assert turns[-1]["role"] == "assistant" and all(is_own_call(i) for t in turns for i in _turn_ids(t))
+
+
+def _turn_ids(turn: dict[str, Any]) -> list[str]:
+    return [c["id"] for c in turn.get("tool_calls") or []] + (
+        [turn["tool_call_id"]] if turn.get("tool_call_id") else []
+    )

@@ -260,7 +260,10 @@ def domain_prompt(domain: str) -> tuple[str, list[dict[str, Any]]]:
 
 
 def turns_from_tau2(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """tau2 message dicts -> turns, cut after the last assistant turn (the agent never sees the user's stop)."""
+    """tau2 message dicts -> the agent's turns, cut after its last turn (the agent never sees the user's stop).
+
+    The user's own tool calls and their results (telecom's user acts on its phone) are not the agent's to see.
+    """
     names = {c["id"]: c["name"] for m in messages for c in m.get("tool_calls") or []}
     turns: list[dict[str, Any]] = []
     for message in messages:
@@ -269,10 +272,10 @@ def turns_from_tau2(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
             calls = [{"id": c["id"], "name": c["name"], "arguments": c.get("arguments") or {}} for c in message.get("tool_calls") or []]
             if content or calls:
                 turns.append({"role": "assistant", "content": content, **({"tool_calls": calls} if calls else {})})
-        elif role == "tool":
+        elif role == "tool" and message.get("requestor", "assistant") == "assistant":
             turns.append({"role": "tool", "content": content, "tool_call_id": message.get("id"), "name": names.get(message.get("id"))})
-        elif role == "user":
-            turns.append({"role": "user", "content": content, "tool_calls": message.get("tool_calls")})
+        elif role == "user" and not message.get("tool_calls"):
+            turns.append({"role": "user", "content": content})
     last = max((i for i, t in enumerate(turns) if t["role"] == "assistant"), default=-1)
     return turns[: last + 1]
 
