@@ -4,6 +4,8 @@ Seed 001's flow, as a plain loop instead of a workflow graph (same turns, easier
 at once): the assistant greets, the user simulator (tau2 guidelines + the task scenario) sees the
 conversation flipped, the assistant answers with the domain's tools until it writes to the user, and so
 on until a stop token or ``max_steps``. The full conversation is scored by tau2's ``evaluate_simulation``.
+Where the domain gives the user tools (telecom), the user simulator calls them on the user's side of the same
+environment within its turn; each side sees only its own tool traffic, and the record holds both, as tau2's.
 
 Fixed against the lab: the assistant's tools run in an environment set to the task's initial state; the
 assistant sees its own greeting; an agent ``###STOP###`` ends the run (the lab never checked); any domain.
