@@ -32,7 +32,7 @@ from tau2.user.base import STOP
 
 from agentlab.models.base import ModelFactory, Role
 
-TASK_MARKER = re.compile(r"\[task (?P<id>[^\]]+)\]")
+TASK_MARKER = re.compile(r"\[task (?P<id>.+?)\] ")  # ids may hold brackets: "[mobile_data_issue]airplane_mode_on|..."
 CALL_PREFIXES: dict[ToolRequestor, str] = {"assistant": "oracle_", "user": "oracle_user_"}
 REQUESTOR_OF: dict[Role, ToolRequestor] = {"agent": "assistant", "user": "user"}
 AGENT_HANDOVER = "Please do the next step on your phone, then tell me."

@@ -31,22 +31,30 @@ def _text(content: Any) -> str:
 
 
 class OracleBrain:
-    """Finds the task of a request and answers it."""
+    """Finds the task of a request and answers it.
+
+    The ``[task id]`` marker of the user's opening names the task; before it, the user's first request is placed by
+    the scenario in its system prompt. Tasks that share a scenario (telecom's differ by initial state: 114 base
+    tasks, 5 scenarios) cannot be told apart there: such a request is refused, so serve those tasks one per server.
+    """
 
     def __init__(self, tasks: list[Task]) -> None:
         self.by_id = {t.id: t for t in tasks}
-        self.by_scenario = {str(t.user_scenario.instructions): t for t in tasks}
+        self.by_scenario: dict[str, list[Task]] = {}
+        for task in tasks:
+            self.by_scenario.setdefault(str(task.user_scenario.instructions), []).append(task)
 
     def task_of(self, messages: list[dict[str, Any]]) -> Task:
         for message in messages:
-            text = _text(message.get("content"))
-            if message["role"] == "system":
-                for scenario, task in self.by_scenario.items():
-                    if scenario in text:
-                        return task
-            match = TASK_MARKER.search(text)
+            match = TASK_MARKER.search(_text(message.get("content")))
             if match and match["id"] in self.by_id:
                 return self.by_id[match["id"]]
+        system = " ".join(_text(m.get("content")) for m in messages if m["role"] == "system")
+        for scenario, tasks in self.by_scenario.items():
+            if scenario in system:
+                if len(tasks) > 1:
+                    raise LookupError(f"tasks {[t.id for t in tasks]} share this user scenario: serve them one per server")
+                return tasks[0]
         raise LookupError("no task marker or known scenario in the conversation")
 
     def answer(self, model: str, messages: list[dict[str, Any]]) -> dict[str, Any]:
