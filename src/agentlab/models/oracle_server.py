@@ -53,7 +53,8 @@ class OracleBrain:
         for scenario, tasks in self.by_scenario.items():
             if scenario in system:
                 if len(tasks) > 1:
-                    raise LookupError(f"tasks {[t.id for t in tasks]} share this user scenario: serve them one per server")
+                    ids = [t.id for t in tasks]
+                    raise LookupError(f"tasks {ids} share this user scenario: serve them one per server")
                 return tasks[0]
         raise LookupError("no task marker or known scenario in the conversation")
 
