@@ -37,8 +37,8 @@ class TimedRunner(TaskRunner):
     tool_seconds = 0.0
     scoring_seconds = 0.0
 
-    def _assistant_setup(self, task: Task) -> Any:
-        env, tools, prompt = super()._assistant_setup(task)
+    def _assistant_setup(self, task: Task, env: Any = None) -> Any:
+        env, tools, prompt = super()._assistant_setup(task, env)
         respond = env.get_response
 
         def timed(call: Any) -> Any:

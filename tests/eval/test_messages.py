@@ -12,6 +12,7 @@ from agentlab.eval.messages import (
     convert_tau2_messages_to_agent_framework_messages,
     describe_content,
     flip_messages,
+    without_calls_of,
 )
 
 
@@ -93,3 +94,57 @@ def test_log_lines_escape_markup_and_name_roles():
     assert line.startswith("<green>[USER]</green>") and r"\<b>" in line
     call = describe_content("assistant", Content.from_function_call(call_id="c", name="f", arguments={"a": 1}))
     assert "[TOOL_CALL]" in call and "f(" in call
+
+
+def _dual_control() -> list[Message]:
+    """A telecom-like exchange: the agent looks up the line, the user toggles airplane mode on its own phone."""
+    return [
+        Message(role="assistant", contents=[Content.from_text("Hi! How can I help you today?")]),
+        Message(role="user", contents=[Content.from_text("My data does not work.")]),
+        Message(role="assistant", contents=[Content.from_function_call(call_id="a1", name="get_customer")]),
+        Message(role="tool", contents=[Content.from_function_result(call_id="a1", result='{"customer_id": "C1"}')]),
+        Message(role="assistant", contents=[Content.from_text("Please turn airplane mode off.")]),
+        Message(role="user", contents=[Content.from_function_call(call_id="u1", name="toggle_airplane_mode")]),
+        Message(role="tool", contents=[Content.from_function_result(call_id="u1", result="Airplane Mode is now OFF.")]),
+        Message(role="user", contents=[Content.from_text("Done, it works.")]),
+    ]
+
+
+def test_the_users_own_calls_and_results_are_the_users_in_tau2():
+    out = convert_agent_framework_messages_to_tau2_messages(_dual_control())
+    user_call, user_result = out[5], out[6]
+    assert isinstance(user_call, UserMessage) and user_call.content is None
+    assert [(c.id, c.name, c.requestor) for c in user_call.tool_calls] == [("u1", "toggle_airplane_mode", "user")]
+    assert isinstance(user_result, ToolMessage) and (user_result.id, user_result.requestor) == ("u1", "user")
+    assert (out[2].tool_calls[0].requestor, out[3].requestor) == ("assistant", "assistant")
+    back = convert_agent_framework_messages_to_tau2_messages(convert_tau2_messages_to_agent_framework_messages(out))
+    assert [m.model_dump(exclude={"timestamp"}) for m in back] == [m.model_dump(exclude={"timestamp"}) for m in out]
+
+
+def test_the_user_sees_its_own_tool_traffic_and_not_the_agents():
+    flipped = flip_messages(_dual_control())
+    assert [(m.role, [c.type for c in m.contents]) for m in flipped] == [
+        ("user", ["text"]),
+        ("assistant", ["text"]),
+        ("user", ["text"]),
+        ("assistant", ["function_call"]),
+        ("tool", ["function_result"]),
+        ("assistant", ["text"]),
+    ]
+    assert flipped[3].contents[0].call_id == flipped[4].contents[0].call_id == "u1"
+
+
+def test_the_users_reply_keeps_its_calls_when_flipped_back():
+    reply = flip_messages(_dual_control()[5:])  # the user's view of its own turn: calls as its (assistant) messages
+    back = flip_messages(reply, hide_calls_of="user")
+    assert [(m.role, [c.type for c in m.contents]) for m in back] == [
+        ("user", ["function_call"]), ("tool", ["function_result"]), ("user", ["text"]),
+    ]
+
+
+def test_the_agent_does_not_see_the_users_tool_traffic():
+    view = without_calls_of(_dual_control(), "user")
+    assert [m.text for m in view if m.role == "user"] == ["My data does not work.", "Done, it works."]
+    assert {c.call_id for m in view for c in m.contents if c.call_id} == {"a1"}
+    airline = _conversation()
+    assert without_calls_of(airline, "user") == airline  # nothing to hide: the same messages

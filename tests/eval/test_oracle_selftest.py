@@ -15,7 +15,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from agentlab.eval.domains import Tau2Domain
-from agentlab.models.oracle import gold_calls
+from agentlab.models.oracle import gold_runs
 
 ROOT = Path(__file__).resolve().parents[2]
 DOMAINS = sorted(p.stem for p in (ROOT / "conf" / "domain").glob("*.yaml"))
@@ -35,11 +35,14 @@ def _base_tasks(name: str):
 
 @pytest.mark.parametrize("name", DOMAINS)
 def test_default_limits_hold_every_gold_trajectory(name):
-    """Derived from the tasks' data: the longest run of gold calls fits in one agent turn's tool rounds."""
+    """Derived from the tasks' data: the longest run of one side's gold calls fits in one turn's tool rounds, and
+    the oracle's turns (one per run, plus the opening, the closing text and the stop) fit in ``max_steps``."""
     cfg = _defaults(f"domain={name}")
-    longest = max(len(gold_calls(task)) for task in _base_tasks(name))
+    tasks = _base_tasks(name)
+    longest = max(len(calls) for task in tasks for _, calls in gold_runs(task))
     assert longest <= cfg.max_tool_rounds, f"{name}: a gold trajectory has {longest} calls in a row"
-    assert cfg.max_steps >= 3  # greeting, the user's request, the agent's calls and answer, the user's stop
+    turns = max(len(gold_runs(task)) for task in tasks) + 3
+    assert turns <= cfg.max_steps, f"{name}: the oracle needs up to {turns} turns"
     assert cfg.max_errors >= 1
 
 
@@ -58,7 +61,7 @@ def test_the_oracle_scores_one_on_every_base_task(name, tmp_path):
     exempt = NO_GOLD_PATH.get(name, set())
     for task in tasks:
         if task.id in exempt:  # an exemption holds only while the data really has no gold action for it
-            assert not gold_calls(task) and task.evaluation_criteria.env_assertions
+            assert not gold_runs(task) and task.evaluation_criteria.env_assertions
     assert set(failed) == exempt, f"{name}: {len(failed)} of {len(tasks)} tasks below 1.0: {failed}"
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["num_pairs"] == len(tasks) and summary["errors"] == 0

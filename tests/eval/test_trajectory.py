@@ -68,7 +68,7 @@ def test_training_turns_are_the_agents_view():
     ]
     assert training_turns(messages) == [
         {"role": "assistant", "content": "Hi!"},
-        {"role": "user", "content": "Check Q69X3R.", "tool_calls": None},
+        {"role": "user", "content": "Check Q69X3R."},
         {"role": "assistant", "content": "", "tool_calls": [{"id": "c1", "name": "get_reservation_details", "arguments": {"reservation_id": "Q69X3R"}}]},
         {"role": "tool", "content": '{"status": "ok"}', "tool_call_id": "c1", "name": "get_reservation_details"},
         {"role": "assistant", "content": "It is fine."},

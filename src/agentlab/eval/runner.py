@@ -4,6 +4,8 @@ Seed 001's flow, as a plain loop instead of a workflow graph (same turns, easier
 at once): the assistant greets, the user simulator (tau2 guidelines + the task scenario) sees the
 conversation flipped, the assistant answers with the domain's tools until it writes to the user, and so
 on until a stop token or ``max_steps``. The full conversation is scored by tau2's ``evaluate_simulation``.
+Where the domain gives the user tools (telecom), the user simulator calls them on the user's side of the same
+environment within its turn; each side sees only its own tool traffic, and the record holds both, as tau2's.
 
 Fixed against the lab: the assistant's tools run in an environment set to the task's initial state; the
 assistant sees its own greeting; an agent ``###STOP###`` ends the run (the lab never checked); any domain.
@@ -33,7 +35,7 @@ from agent_framework import (
     SupportsChatGetResponse,
     function_middleware,
 )
-from tau2.data_model.message import AssistantMessage, ToolCall, ToolMessage
+from tau2.data_model.message import AssistantMessage, ToolCall, ToolMessage, ToolRequestor, UserMessage
 from tau2.data_model.message import Message as Tau2Message
 from tau2.data_model.simulation import RewardInfo, SimulationRun, TerminationReason
 from tau2.data_model.tasks import Task
@@ -52,6 +54,7 @@ from agentlab.eval.messages import (
     flip_messages,
     log_messages,
     result_text,
+    without_calls_of,
 )
 from agentlab.eval.tools import convert_tau2_tool_to_function_tool, tool_schemas
 from agentlab.eval.trajectory import Trajectory
@@ -76,9 +79,10 @@ def assistant_system_prompt(policy: str) -> str:
     return f"<instructions>\n{ASSISTANT_AGENT_INSTRUCTION}\n</instructions>\n<policy>\n{policy}\n</policy>"
 
 
-def user_system_prompt(task: Task) -> str:
-    """tau2's user-simulator guidelines plus the task scenario."""
-    return f"{get_global_user_sim_guidelines(use_tools=False)}\n<scenario>\n{task.user_scenario.instructions}\n</scenario>"
+def user_system_prompt(task: Task, use_tools: bool = False) -> str:
+    """tau2's user-simulator guidelines (its tool version when the user has tools) plus the task scenario."""
+    guidelines = get_global_user_sim_guidelines(use_tools=use_tools)
+    return f"{guidelines}\n<scenario>\n{task.user_scenario.instructions}\n</scenario>"
 
 
 def initial_history(task: Task) -> list[Message]:
@@ -117,7 +121,7 @@ def tool_errors(messages: list[Message]) -> int:
     return sum(1 for m in messages for c in m.contents if c.type == "function_result" and result_text(c.result).startswith(ERROR_PREFIX))
 
 
-def tau2_argument_errors(env: Environment) -> FunctionMiddleware:
+def tau2_argument_errors(env: Environment, requestor: ToolRequestor = "assistant") -> FunctionMiddleware:
     """A function middleware: a call whose arguments do not fit its tool still runs in tau2.
 
     agent-framework would answer it with its own "Error: Argument parsing failed ..." without running it;
@@ -130,26 +134,31 @@ def tau2_argument_errors(env: Environment) -> FunctionMiddleware:
         try:
             await call_next()
         except TypeError:  # agent-framework's argument check; our tools never raise (tau2 answers errors as text)
-            call = ToolCall(id="", name=context.function.name, arguments=dict(context.arguments), requestor="assistant")
+            call = ToolCall(id="", name=context.function.name, arguments=dict(context.arguments), requestor=requestor)
             context.result = env.get_response(call).content or ""
 
     return run_in_tau2
 
 
-def without_unknown_calls(messages: list[Tau2Message], tools: frozenset[str]) -> list[Tau2Message]:
-    """The trajectory without the assistant's calls to tools not in ``tools``, nor their results.
+def without_unknown_calls(
+    messages: list[Tau2Message], tools: frozenset[str], user_tools: frozenset[str] = frozenset()
+) -> list[Tau2Message]:
+    """The trajectory without the calls to tools their side does not have (``tools``: the assistant's,
+    ``user_tools``: the user's), nor their results.
 
     Such a call changes nothing and matches no gold action, but tau2's evaluator would replay it and compare
-    tau2's "Tool 'x' not found" with agent-framework's wording (what the agent read), and raise on the difference.
+    tau2's "Tool 'x' not found" with agent-framework's wording (what the caller read), and raise on the difference.
     """
-    dropped = {c.id for m in messages if isinstance(m, AssistantMessage) for c in m.tool_calls or [] if c.name not in tools}
+    known = {"assistant": tools, "user": user_tools}
+    calls = [c for m in messages if isinstance(m, (AssistantMessage, UserMessage)) for c in m.tool_calls or []]
+    dropped = {c.id for c in calls if c.name not in known[c.requestor]}
     if not dropped:
         return messages
     kept: list[Tau2Message] = []
     for message in messages:
         if isinstance(message, ToolMessage) and message.id in dropped:
             continue
-        if isinstance(message, AssistantMessage) and message.tool_calls:
+        if isinstance(message, (AssistantMessage, UserMessage)) and message.tool_calls:
             calls = [c for c in message.tool_calls if c.id not in dropped]
             if not calls and not message.content:
                 continue
@@ -200,9 +209,11 @@ class TaskRunner:
                 f"agent's system prompt and tool definitions ({exc}); raise window_tokens"
             ) from exc
 
-    def _assistant_setup(self, task: Task) -> tuple[Environment, list[FunctionTool], str]:
-        """A fresh task environment, the domain tools acting on it, and the assistant's system prompt."""
-        env = self.domain.environment(task)
+    def _assistant_setup(
+        self, task: Task, env: Environment | None = None
+    ) -> tuple[Environment, list[FunctionTool], str]:
+        """The task environment (a fresh one unless given), the domain tools acting on it, the assistant's prompt."""
+        env = env or self.domain.environment(task)
         tools = [convert_tau2_tool_to_function_tool(t, env) for t in env.get_tools()]
         return env, tools, assistant_system_prompt(env.get_policy())
 
@@ -211,14 +222,19 @@ class TaskRunner:
         _, tools, prompt = self._assistant_setup(task)
         self._window(prompt, tools)
 
-    def assistant_agent(self, client: SupportsChatGetResponse, task: Task) -> tuple[Agent, SlidingWindowHistoryProvider]:
-        """The assistant: domain tools (acting on a fresh task environment) and a token-bounded window."""
-        env, tools, prompt = self._assistant_setup(task)
-        window = self._window(prompt, tools)
+    def _bound_tool_rounds(self, client: SupportsChatGetResponse) -> None:
         config = getattr(client, "function_invocation_configuration", None)
         if isinstance(config, dict):
             config["max_iterations"] = self.max_tool_rounds  # a model that keeps calling tools must still end its turn
             config["include_detailed_errors"] = True  # our tools are a trusted channel: the model should see why a call failed
+
+    def assistant_agent(
+        self, client: SupportsChatGetResponse, task: Task, env: Environment | None = None
+    ) -> tuple[Agent, SlidingWindowHistoryProvider]:
+        """The assistant: domain tools (acting on ``env``, else a fresh task environment) and a token-bounded window."""
+        env, tools, prompt = self._assistant_setup(task, env)
+        window = self._window(prompt, tools)
+        self._bound_tool_rounds(client)
         agent = Agent(
             client=client,
             instructions=prompt,
@@ -229,12 +245,25 @@ class TaskRunner:
         )
         return agent, window
 
-    def user_simulator(self, client: SupportsChatGetResponse, task: Task) -> Agent:
-        """The user simulator: no tools, full history."""
+    @staticmethod
+    def user_tools(env: Environment) -> list[FunctionTool]:
+        """The domain's user tools (telecom's phone) acting on the user's side of ``env``; most domains have none."""
+        tau2_tools = env.get_user_tools() if env.user_tools else []
+        return [convert_tau2_tool_to_function_tool(t, env, requestor="user") for t in tau2_tools]
+
+    def user_simulator(self, client: SupportsChatGetResponse, task: Task, env: Environment | None = None) -> Agent:
+        """The user simulator: full history, and the domain's user tools acting on ``env`` (dual control), as
+        tau2's orchestrator runs them; its prompt takes tau2's tool guidelines when it has tools."""
+        env = env or self.domain.environment(task)
+        tools = self.user_tools(env)
+        if tools:
+            self._bound_tool_rounds(client)
         return Agent(
             client=client,
-            instructions=user_system_prompt(task),
+            instructions=user_system_prompt(task, use_tools=bool(tools)),
+            tools=tools or None,
             default_options={"temperature": self.user_sampling_temperature},
+            middleware=[tau2_argument_errors(env, requestor="user")] if tools else None,
         )
 
     async def run(
@@ -244,8 +273,9 @@ class TaskRunner:
 
         A client that records its generations (the local backend) gives the trajectory the policy's tokens."""
         start, started = _now(), time.perf_counter()
-        assistant, window = self.assistant_agent(assistant_client, task)
-        user = self.user_simulator(user_client, task)
+        env = self.domain.environment(task)  # one environment: the assistant's tools and the user's act on it
+        assistant, window = self.assistant_agent(assistant_client, task, env)
+        user = self.user_simulator(user_client, task, env)
         assistant_session, user_session = assistant.create_session(), user.create_session()
         greeting = Message(role="assistant", contents=[Content.from_text(DEFAULT_FIRST_AGENT_MESSAGE)])
         opening = [*initial_history(task), greeting]
@@ -255,13 +285,15 @@ class TaskRunner:
         while reason is None:
             user_reply = await user.run(flip_messages(to_user), session=user_session)
             _add_usage(usage, user_reply)
-            from_user = flip_messages(user_reply.messages)
+            from_user = flip_messages(user_reply.messages, hide_calls_of="user")  # the user's own calls are kept
             conversation.extend(from_user)
             steps += 1
-            reason = self._user_stop(from_user) or self._out_of_steps(steps)
+            errors += tool_errors(from_user)
+            reason = self._too_many_errors(errors) or self._user_stop(from_user) or self._out_of_steps(steps)
             if reason is not None:
                 break
-            reply = await assistant.run([*pending_for_assistant, *from_user], session=assistant_session)
+            to_assistant = without_calls_of([*pending_for_assistant, *from_user], "user")  # not the user's calls
+            reply = await assistant.run(to_assistant, session=assistant_session)
             _add_usage(usage, reply)
             pending_for_assistant = []
             conversation.extend(reply.messages)
@@ -333,13 +365,20 @@ class TaskRunner:
         """Whether the evaluation type asks an LLM judge (NL assertions)."""
         return self.evaluation_type in NL_EVALUATION_TYPES
 
+    @cached_property
+    def user_tool_names(self) -> frozenset[str]:
+        """The names of the domain's user tools (none for most domains)."""
+        env = self.domain.environment()
+        return frozenset(tool.name for tool in env.get_user_tools()) if env.user_tools else frozenset()
+
     def evaluate(self, task: Task, simulation: SimulationRun, judge_usage: dict[str, int] | None = None) -> RewardInfo:
         """Score with tau2's official evaluator, as ``evaluation_type`` says (default ``all``: environment, actions,
         communication; no LLM judge). NL assertions are judged by ``judge``, its tokens added to ``judge_usage``.
 
         It replays the trajectory without the calls to unknown tools (``without_unknown_calls``).
         """
-        replayed = simulation.model_copy(update={"messages": without_unknown_calls(simulation.messages, self.tool_names)})
+        messages = without_unknown_calls(simulation.messages, self.tool_names, self.user_tool_names)
+        replayed = simulation.model_copy(update={"messages": messages})
         with judged_by(self.judge, judge_usage if judge_usage is not None else {}):
             return evaluate_simulation(
                 simulation=replayed, task=task, evaluation_type=self.evaluation_type, solo_mode=False, domain=self.domain.name

@@ -13,18 +13,24 @@ from copy import deepcopy
 from typing import Any
 
 from agent_framework import FunctionTool
-from tau2.data_model.message import AssistantMessage, Message, ToolCall, ToolMessage, UserMessage
+from tau2.data_model.message import AssistantMessage, Message, ToolCall, ToolMessage, ToolRequestor, UserMessage
 from tau2.environment.environment import Environment
 from tau2.environment.tool import Tool
 
 _original_set_state = Environment.set_state
 
 
-def convert_tau2_tool_to_function_tool(tau2_tool: Tool, env: Environment) -> FunctionTool:
-    """Wrap ``tau2_tool`` so calls run in ``env`` and return tau2's own result text (deep-copied)."""
+def convert_tau2_tool_to_function_tool(
+    tau2_tool: Tool, env: Environment, requestor: ToolRequestor = "assistant"
+) -> FunctionTool:
+    """Wrap ``tau2_tool`` so calls run in ``env`` and return tau2's own result text (deep-copied).
+
+    ``requestor`` is the side of the environment the call acts on: the assistant's tools, or the user's own
+    (telecom's phone), as tau2's orchestrator runs a user simulator's calls.
+    """
 
     def wrapped_func(**kwargs: Any) -> str:
-        call = ToolCall(id="", name=tau2_tool.name, arguments=deepcopy(kwargs), requestor="assistant")
+        call = ToolCall(id="", name=tau2_tool.name, arguments=deepcopy(kwargs), requestor=requestor)
         return env.get_response(call).content or ""
 
     return FunctionTool(

@@ -153,8 +153,9 @@ def tau2_messages(dicts: Sequence[Mapping[str, Any]]) -> list[Tau2Message]:
 
 
 def training_turns(messages: Sequence[Tau2Message]) -> list[dict[str, Any]]:
-    """The agent's view of a conversation as training turns (OpenAI-style dicts), cut after the last assistant
-    turn: the agent never sees the user's stop. Tool results carry their call's name."""
+    """The agent's view of a conversation as training turns (OpenAI-style dicts), cut after its last turn: the
+    agent never sees the user's stop. Tool results carry their call's name. The user's own tool calls and their
+    results (telecom's user acts on its phone) are not the agent's to see."""
     names = {call.id: call.name for m in messages for call in getattr(m, "tool_calls", None) or []}
     turns: list[dict[str, Any]] = []
     for message in messages:
@@ -163,10 +164,9 @@ def training_turns(messages: Sequence[Tau2Message]) -> list[dict[str, Any]]:
             calls = [{"id": c.id, "name": c.name, "arguments": c.arguments or {}} for c in message.tool_calls or []]
             if content or calls:
                 turns.append({"role": "assistant", "content": content, **({"tool_calls": calls} if calls else {})})
-        elif isinstance(message, ToolMessage):
+        elif isinstance(message, ToolMessage) and message.requestor == "assistant":
             turns.append({"role": "tool", "content": content, "tool_call_id": message.id, "name": names.get(message.id)})
-        elif isinstance(message, UserMessage):
-            calls = [c.model_dump(mode="json") for c in message.tool_calls] if message.tool_calls else None
-            turns.append({"role": "user", "content": content, "tool_calls": calls})
+        elif isinstance(message, UserMessage) and not message.tool_calls:
+            turns.append({"role": "user", "content": content})
     last = max((i for i, t in enumerate(turns) if t["role"] == "assistant"), default=-1)
     return turns[: last + 1]

@@ -1,9 +1,15 @@
-"""The oracle: plays a task's gold actions as the agent, and a scripted user that states the task and stops.
+"""The oracle: plays a task's gold actions as the agent, and a scripted user that plays the user's gold actions.
 
-It is the harness's self-test (a correct harness scores reward 1.0 on every airline task with it) and the
-source of expert trajectories. Its moves are computed from the conversation alone (``next_agent_move`` and
-``next_user_move``), so the in-process clients here and the loopback HTTP server in ``oracle_server`` play
-exactly the same game.
+It is the harness's self-test (a correct harness scores reward 1.0 on every base task with it) and the
+source of expert trajectories. Its moves are computed from what each side sees of the conversation alone
+(``next_agent_move`` and ``next_user_move``), so the in-process clients here and the loopback HTTP server in
+``oracle_server`` play exactly the same game.
+
+The gold actions are one ordered list of both sides' calls (telecom's user toggles airplane mode on its own
+phone between the agent's calls). The list is cut into runs of one side's consecutive calls, and the turns
+alternate: the user's opening turn plays the first run if it is the user's, then states the task; each later
+turn of either side plays that side's next run, then hands over in text. The agent's last turn carries the
+closing text; the user stops once its runs are played and the agent has nothing left.
 """
 
 from __future__ import annotations
@@ -20,18 +26,22 @@ from agent_framework import (
     Message,
     SupportsChatGetResponse,
 )
+from tau2.data_model.message import ToolRequestor
 from tau2.data_model.tasks import Task
 from tau2.user.base import STOP
 
 from agentlab.models.base import ModelFactory, Role
 
-TASK_MARKER = re.compile(r"\[task (?P<id>[^\]]+)\]")
-CALL_PREFIX = "oracle_"
+TASK_MARKER = re.compile(r"\[task (?P<id>.+?)\] ")  # ids may hold brackets: "[mobile_data_issue]airplane_mode_on|..."
+CALL_PREFIXES: dict[ToolRequestor, str] = {"assistant": "oracle_", "user": "oracle_user_"}
+REQUESTOR_OF: dict[Role, ToolRequestor] = {"agent": "assistant", "user": "user"}
+AGENT_HANDOVER = "Please do the next step on your phone, then tell me."
+USER_HANDOVER = "Done."
 
 
 @dataclass(frozen=True)
 class GoldCall:
-    """One gold action, as the agent should call it."""
+    """One gold action, as its side (the agent, or the user on its own tools) should call it."""
 
     call_id: str
     name: str
@@ -58,32 +68,77 @@ def final_agent_text(task: Task) -> str:
     return "Your request has been handled according to our policy."
 
 
-def gold_calls(task: Task) -> list[GoldCall]:
-    """The assistant-side gold actions of ``task``, in order."""
-    actions = task.evaluation_criteria.actions if task.evaluation_criteria else None
+def _gold_actions(task: Task) -> list[Any]:
+    return list(task.evaluation_criteria.actions or []) if task.evaluation_criteria else []
+
+
+def gold_calls(task: Task, requestor: ToolRequestor = "assistant") -> list[GoldCall]:
+    """The gold actions of one side of ``task`` (the assistant's by default), in order."""
+    prefix = CALL_PREFIXES[requestor]
     return [
-        GoldCall(call_id=f"{CALL_PREFIX}{i}", name=a.name, arguments=dict(a.arguments))
-        for i, a in enumerate(actions or [])
-        if a.requestor == "assistant"
+        GoldCall(call_id=f"{prefix}{i}", name=a.name, arguments=dict(a.arguments))
+        for i, a in enumerate(_gold_actions(task))
+        if a.requestor == requestor
     ]
 
 
-def next_agent_move(task: Task, tool_results_seen: int) -> GoldCall | str:
-    """The next gold call, or the closing text once every gold call has its result."""
-    calls = gold_calls(task)
-    if tool_results_seen < len(calls):
-        return calls[tool_results_seen]
-    return final_agent_text(task)
+def gold_runs(task: Task) -> list[tuple[ToolRequestor, list[GoldCall]]]:
+    """The gold actions cut into runs of one side's consecutive calls: the turns the oracle plays them in."""
+    runs: list[tuple[ToolRequestor, list[GoldCall]]] = []
+    calls = {side: iter(gold_calls(task, side)) for side in CALL_PREFIXES}
+    for action in _gold_actions(task):
+        if not runs or runs[-1][0] != action.requestor:
+            runs.append((action.requestor, []))
+        runs[-1][1].append(next(calls[action.requestor]))
+    return runs
 
 
-def next_user_move(task: Task, opened: bool) -> str:
-    """State the task first, then stop."""
-    return STOP if opened else user_opening(task)
+def _next_call(task: Task, side: ToolRequestor, done: int, mid_turn: bool) -> GoldCall | None:
+    """The side's next gold call in this turn, None once the turn's run is played (the side answers in text).
+
+    A turn starts a run; in the middle of a turn (``mid_turn``: the side just read its own call's result) the
+    run goes on until the next call belongs to a later run.
+    """
+    calls = gold_calls(task, side)
+    if done >= len(calls):
+        return None
+    starts, position = set(), 0
+    for run_side, run in gold_runs(task):
+        if run_side == side:
+            starts.add(position)
+            position += len(run)
+    return None if mid_turn and done in starts else calls[done]
 
 
-def is_own_call(call_id: str | None) -> bool:
-    """Whether a tool call id is one of the oracle's: a task's initial history may hold calls of its own."""
-    return bool(call_id) and call_id.startswith(CALL_PREFIX)
+def next_agent_move(task: Task, own_results: int, mid_turn: bool = False) -> GoldCall | str:
+    """The agent's next gold call, a handover to the user between its runs, or the closing text at the end."""
+    call = _next_call(task, "assistant", own_results, mid_turn)
+    if call is not None:
+        return call
+    return AGENT_HANDOVER if own_results < len(gold_calls(task)) else final_agent_text(task)
+
+
+def next_user_move(task: Task, opened: bool, own_results: int = 0, mid_turn: bool = False) -> GoldCall | str:
+    """The user's next gold call on its own tools, its opening, a handover, or the stop once nothing is left.
+
+    The opening turn plays the first run only when the gold actions start with the user's; the user stops
+    when its calls are played and the agent has no call after them.
+    """
+    runs = gold_runs(task)
+    if not opened:
+        call = _next_call(task, "user", own_results, mid_turn) if runs and runs[0][0] == "user" else None
+        return call or user_opening(task)
+    call = _next_call(task, "user", own_results, mid_turn)
+    if call is not None:
+        return call
+    finished = own_results >= len(gold_calls(task, "user")) and (not mid_turn or runs[-1][0] == "user")
+    return STOP if finished else USER_HANDOVER
+
+
+def is_own_call(call_id: str | None, requestor: ToolRequestor = "assistant") -> bool:
+    """Whether a tool call id is the oracle's on that side: a task's initial history may hold calls of its own."""
+    prefix = CALL_PREFIXES[requestor]
+    return bool(call_id) and call_id.startswith(prefix) and call_id[len(prefix) :].isdigit()
 
 
 class OracleChatClient(FunctionInvocationLayer, BaseChatClient):
@@ -99,11 +154,14 @@ class OracleChatClient(FunctionInvocationLayer, BaseChatClient):
     async def _inner_get_response(self, *, messages: list[Message], stream: bool, options: Any, **kwargs: Any) -> Any:
         if stream:
             raise NotImplementedError("the oracle does not stream")
+        side = REQUESTOR_OF[self.role]
+        own = [sum(c.type == "function_result" and is_own_call(c.call_id, side) for c in m.contents) for m in messages]
+        done, mid_turn = sum(own), bool(own) and own[-1] > 0  # mid-turn: the last message holds its own call's result
         if self.role == "user":
             opened = any(m.role == "assistant" and TASK_MARKER.search(m.text) for m in messages)
-            return _text_response(next_user_move(self.task, opened))
-        results = sum(1 for m in messages for c in m.contents if c.type == "function_result" and is_own_call(c.call_id))
-        move = next_agent_move(self.task, results)
+            move = next_user_move(self.task, opened, done, mid_turn)
+        else:
+            move = next_agent_move(self.task, done, mid_turn)
         if isinstance(move, str):
             return _text_response(move)
         call = Content.from_function_call(call_id=move.call_id, name=move.name, arguments=move.arguments)

@@ -1,9 +1,10 @@
 """The oracle behind a loopback OpenAI-compatible server, for benchmarks and fault tests of HTTP clients.
 
 ``POST /v1/chat/completions`` with model ``oracle-agent`` plays the gold agent, ``oracle-user`` the
-scripted user (``GET /v1/models`` answers an empty list, as a server that serves any name). The server is stateless: the task is found from the conversation (the user's ``[task id]``
-marker, or the scenario in the user simulator's system prompt) and the move from what has been said, with
-the same functions the in-process oracle uses, so both score the same.
+scripted user, with its own gold calls where the domain gives the user tools (``GET /v1/models`` answers an
+empty list, as a server that serves any name). The server is stateless: the task is found from the
+conversation (the user's ``[task id]`` marker, or the scenario in the user simulator's system prompt) and the
+move from what has been said, with the same functions the in-process oracle uses, so both score the same.
 """
 
 from __future__ import annotations
@@ -30,31 +31,44 @@ def _text(content: Any) -> str:
 
 
 class OracleBrain:
-    """Finds the task of a request and answers it."""
+    """Finds the task of a request and answers it.
+
+    The ``[task id]`` marker of the user's opening names the task; before it, the user's first request is placed by
+    the scenario in its system prompt. Tasks that share a scenario (telecom's differ by initial state: 114 base
+    tasks, 5 scenarios) cannot be told apart there: such a request is refused, so serve those tasks one per server.
+    """
 
     def __init__(self, tasks: list[Task]) -> None:
         self.by_id = {t.id: t for t in tasks}
-        self.by_scenario = {str(t.user_scenario.instructions): t for t in tasks}
+        self.by_scenario: dict[str, list[Task]] = {}
+        for task in tasks:
+            self.by_scenario.setdefault(str(task.user_scenario.instructions), []).append(task)
 
     def task_of(self, messages: list[dict[str, Any]]) -> Task:
         for message in messages:
-            text = _text(message.get("content"))
-            if message["role"] == "system":
-                for scenario, task in self.by_scenario.items():
-                    if scenario in text:
-                        return task
-            match = TASK_MARKER.search(text)
+            match = TASK_MARKER.search(_text(message.get("content")))
             if match and match["id"] in self.by_id:
                 return self.by_id[match["id"]]
+        system = " ".join(_text(m.get("content")) for m in messages if m["role"] == "system")
+        for scenario, tasks in self.by_scenario.items():
+            if scenario in system:
+                if len(tasks) > 1:
+                    ids = [t.id for t in tasks]
+                    raise LookupError(f"tasks {ids} share this user scenario: serve them one per server")
+                return tasks[0]
         raise LookupError("no task marker or known scenario in the conversation")
 
     def answer(self, model: str, messages: list[dict[str, Any]]) -> dict[str, Any]:
         """The ``message`` of a chat completion choice."""
         task = self.task_of(messages)
+        side = "user" if model == USER_MODEL else "assistant"
+        own = [m["role"] == "tool" and is_own_call(m.get("tool_call_id"), side) for m in messages]
+        done, mid_turn = sum(own), bool(own) and own[-1]  # mid-turn: the last message is its own call's result
         if model == USER_MODEL:
             opened = any(m["role"] == "assistant" and TASK_MARKER.search(_text(m.get("content"))) for m in messages)
-            return {"role": "assistant", "content": next_user_move(task, opened)}
-        move = next_agent_move(task, sum(1 for m in messages if m["role"] == "tool" and is_own_call(m.get("tool_call_id"))))
+            move = next_user_move(task, opened, done, mid_turn)
+        else:
+            move = next_agent_move(task, done, mid_turn)
         if isinstance(move, str):
             return {"role": "assistant", "content": move}
         call = {"id": move.call_id, "type": "function", "function": {"name": move.name, "arguments": json.dumps(move.arguments)}}
