@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
 
 from agentlab.eval.domains import Tau2Domain
 from agentlab.models.oracle import gold_calls
@@ -35,11 +36,14 @@ def _base_tasks(name: str):
 
 @pytest.mark.parametrize("name", DOMAINS)
 def test_default_limits_hold_every_gold_trajectory(name):
-    """Derived from the tasks' data: the longest run of gold calls fits in one agent turn's tool rounds."""
+    """Derived from the tasks' data: the longest run of gold calls fits in one agent turn's tool rounds, and the
+    longest gold conversation (request, calls and results, answer, stop) in ``max_steps`` as the protocol counts."""
     cfg = _defaults(f"domain={name}")
     longest = max(len(gold_calls(task)) for task in _base_tasks(name))
     assert longest <= cfg.max_tool_rounds, f"{name}: a gold trajectory has {longest} calls in a row"
-    assert cfg.max_steps >= 3  # greeting, the user's request, the agent's calls and answer, the user's stop
+    rule = instantiate(cfg.protocol).steps
+    steps = 2 * rule.user_message + longest * (rule.agent_message + rule.tool_results) + rule.agent_message + rule.agent_turn
+    assert steps <= cfg.max_steps, f"{name}: the longest gold conversation takes {steps} steps"
     assert cfg.max_errors >= 1
 
 

@@ -34,7 +34,8 @@ class OracleBrain:
 
     def __init__(self, tasks: list[Task]) -> None:
         self.by_id = {t.id: t for t in tasks}
-        self.by_scenario = {str(t.user_scenario.instructions): t for t in tasks}
+        # the scenario as either protocol's user prompt quotes it: the instructions alone, or the whole user scenario
+        self.by_scenario = {text: t for t in tasks for text in (str(t.user_scenario.instructions), str(t.user_scenario))}
 
     def task_of(self, messages: list[dict[str, Any]]) -> Task:
         for message in messages:
