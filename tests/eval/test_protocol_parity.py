@@ -42,7 +42,14 @@ from agentlab.models.oracle_server import CompletionHandler, LoopbackServer, Ora
 AGENT, USER = "scripted-agent", "scripted-user"
 ASK, YES = "Before I change anything: shall I proceed?", "Yes, please go ahead."
 PROBE_ID = "probe_0"  # a lookup of a user who does not exist: an error result in a batch with the first gold call
-CASES = [("airline", "4"), ("airline", "7"), ("airline", "39"), ("retail", "0"), ("retail", "4"), ("retail", "30")]  # each has gold calls
+CASES = [
+    ("airline", "4"),
+    ("airline", "7"),
+    ("airline", "39"),
+    ("retail", "0"),
+    ("retail", "4"),
+    ("retail", "30"),
+]  # each has gold calls
 
 
 def text_of(content: Any) -> str:
@@ -61,7 +68,11 @@ class ScriptedApp:
         with self._lock:
             self.requests.append(request)
         task = self.brain.task_of(request["messages"])
-        move = self.user_move(task, request["messages"]) if request["model"] == USER else self.agent_move(task, request["messages"])
+        move = (
+            self.user_move(task, request["messages"])
+            if request["model"] == USER
+            else self.agent_move(task, request["messages"])
+        )
         handler.send_json(200, completion(request["model"], move))
 
     def take(self) -> list[dict[str, Any]]:
@@ -85,7 +96,11 @@ class ScriptedApp:
         done = sum(1 for m in messages if m["role"] == "tool")
         calls = gold_calls(task)
         if done == 0:
-            probe = {"id": PROBE_ID, "type": "function", "function": {"name": "get_user_details", "arguments": json.dumps({"user_id": "nobody_0000"})}}
+            probe = {
+                "id": PROBE_ID,
+                "type": "function",
+                "function": {"name": "get_user_details", "arguments": json.dumps({"user_id": "nobody_0000"})},
+            }
             return {"role": "assistant", "content": None, "tool_calls": [probe, *[_call(c) for c in calls[:1]]]}
         next_gold = done - 1  # the probe's result is one of them
         if next_gold < len(calls):
@@ -94,7 +109,11 @@ class ScriptedApp:
 
 
 def _call(call: Any) -> dict[str, Any]:
-    return {"id": call.call_id, "type": "function", "function": {"name": call.name, "arguments": json.dumps(call.arguments)}}
+    return {
+        "id": call.call_id,
+        "type": "function",
+        "function": {"name": call.name, "arguments": json.dumps(call.arguments)},
+    }
 
 
 def normalised(request: dict[str, Any]) -> str:
@@ -103,7 +122,10 @@ def normalised(request: dict[str, Any]) -> str:
     messages = []
     for message in request["messages"]:
         if message.get("tool_calls"):
-            message = {**message, "tool_calls": [{k: v for k, v in call.items() if k != "name"} for call in message["tool_calls"]]}
+            message = {
+                **message,
+                "tool_calls": [{k: v for k, v in call.items() if k != "name"} for call in message["tool_calls"]],
+            }
         messages.append(message)
     return json.dumps({**request, "messages": messages}, sort_keys=True)
 
@@ -112,7 +134,9 @@ def trajectory(simulation: SimulationRun) -> list[tuple[Any, ...]]:
     """What was said and done, in order, without timestamps, costs or raw data."""
     out: list[tuple[Any, ...]] = []
     for m in simulation.messages:
-        calls = tuple((c.id, c.name, json.dumps(c.arguments, sort_keys=True)) for c in getattr(m, "tool_calls", None) or [])
+        calls = tuple(
+            (c.id, c.name, json.dumps(c.arguments, sort_keys=True)) for c in getattr(m, "tool_calls", None) or []
+        )
         out.append((m.role, m.content, calls, getattr(m, "error", None)))
     return out
 
@@ -122,17 +146,31 @@ def domains() -> dict[str, Tau2Domain]:
     return {name: Tau2Domain(name) for name in ("airline", "retail")}
 
 
-def _tau2_run(server: LoopbackServer, domain: str, task: Task, max_steps: int, max_errors: int, seed: int | None) -> SimulationRun:
+def _tau2_run(
+    server: LoopbackServer, domain: str, task: Task, max_steps: int, max_errors: int, seed: int | None
+) -> SimulationRun:
     llm_args = {"temperature": 0.0, "api_base": server.base_url, "api_key": "unused", "_skip_mcp_handler": True}
     return run_task(
-        domain, task, agent="llm_agent", user="user_simulator", llm_agent=f"openai/{AGENT}", llm_args_agent=dict(llm_args),
-        llm_user=f"openai/{USER}", llm_args_user=dict(llm_args), max_steps=max_steps, max_errors=max_errors, seed=seed,
+        domain,
+        task,
+        agent="llm_agent",
+        user="user_simulator",
+        llm_agent=f"openai/{AGENT}",
+        llm_args_agent=dict(llm_args),
+        llm_user=f"openai/{USER}",
+        llm_args_user=dict(llm_args),
+        max_steps=max_steps,
+        max_errors=max_errors,
+        seed=seed,
     )
 
 
 def _agentlab_run(server: LoopbackServer, runner: TaskRunner, task: Task, trial: int) -> Any:
     async def play() -> Any:
-        agent, user = OpenAIModel(AGENT, base_url=server.base_url, max_retries=0), OpenAIModel(USER, base_url=server.base_url, max_retries=0)
+        agent, user = (
+            OpenAIModel(AGENT, base_url=server.base_url, max_retries=0),
+            OpenAIModel(USER, base_url=server.base_url, max_retries=0),
+        )
         try:
             return await runner.play(task, trial, agent.client(task, "agent"), user.client(task, "user"))
         finally:
@@ -141,7 +179,14 @@ def _agentlab_run(server: LoopbackServer, runner: TaskRunner, task: Task, trial:
     return asyncio.run(play())
 
 
-def _both(domain: Tau2Domain, task_id: str, max_steps: int = 200, max_errors: int = 10, trial: int = 0, protocol: Protocol | None = None):
+def _both(
+    domain: Tau2Domain,
+    task_id: str,
+    max_steps: int = 200,
+    max_errors: int = 10,
+    trial: int = 0,
+    protocol: Protocol | None = None,
+):
     """(tau2's requests, agentlab's requests, tau2's simulation, agentlab's scored episode) for one task."""
     tasks = domain.tasks("base")
     task = next(t for t in tasks if t.id == task_id)
@@ -171,19 +216,28 @@ def test_tau2_protocol_sends_tau2s_requests_turn_by_turn(domains, domain_name, t
     assert played.reward == simulation.reward_info.reward
 
 
-@pytest.mark.parametrize(("max_steps", "max_errors", "reason"), [(4, 10, "max_steps"), (6, 10, "max_steps"), (9, 10, "max_steps"), (200, 1, "too_many_errors")])
+@pytest.mark.parametrize(
+    ("max_steps", "max_errors", "reason"),
+    [(4, 10, "max_steps"), (6, 10, "max_steps"), (9, 10, "max_steps"), (200, 1, "too_many_errors")],
+)
 def test_tau2_limits_cut_where_tau2_cuts(domains, max_steps, max_errors, reason):
     """Steps count every message (a batch of tool results once), limits apply between a tool result and the next call."""
-    tau2_requests, agentlab_requests, simulation, played = _both(domains["airline"], "39", max_steps=max_steps, max_errors=max_errors)
+    tau2_requests, agentlab_requests, simulation, played = _both(
+        domains["airline"], "39", max_steps=max_steps, max_errors=max_errors
+    )
     _assert_same_requests(tau2_requests, agentlab_requests)
     assert trajectory(played.simulation) == trajectory(simulation)
     assert played.episode.termination_reason == simulation.termination_reason == reason
-    assert played.episode.steps == len(simulation.messages) - 1 - sum(1 for m in simulation.messages if m.role == "tool") + _batches(simulation)
+    assert played.episode.steps == len(simulation.messages) - 1 - sum(
+        1 for m in simulation.messages if m.role == "tool"
+    ) + _batches(simulation)
 
 
 def _batches(simulation: SimulationRun) -> int:
     """How many batches of tool results the run had (tau2 counts each batch as one step)."""
-    return sum(1 for i, m in enumerate(simulation.messages) if m.role == "tool" and simulation.messages[i - 1].role != "tool")
+    return sum(
+        1 for i, m in enumerate(simulation.messages) if m.role == "tool" and simulation.messages[i - 1].role != "tool"
+    )
 
 
 def test_a_later_trial_carries_tau2s_seed_for_that_trial(domains):
@@ -193,7 +247,9 @@ def test_a_later_trial_carries_tau2s_seed_for_that_trial(domains):
 
 
 def test_trial_seeds_are_drawn_as_tau2s_run_tasks_draws_them():
-    random.seed(300)  # tau2.run.run_tasks: random.seed(seed); seeds = [random.randint(0, 1000000) for _ in range(num_trials)]
+    random.seed(
+        300
+    )  # tau2.run.run_tasks: random.seed(seed); seeds = [random.randint(0, 1000000) for _ in range(num_trials)]
     expected = [random.randint(0, SEED_RANGE) for _ in range(4)]
     assert [Protocol().trial_seed(k) for k in range(4)] == expected
     assert Protocol(seed=None).trial_seed(3) is None
@@ -212,7 +268,12 @@ def test_seed_protocol_differs_from_tau2_exactly_where_documented(domains):
             differing |= {f"{mine['role']}.{k}" for k in mine.keys() | tau2s.keys() if mine.get(k) != tau2s.get(k)}
     assert differing == {"seed", "system.content", "user.name", "assistant.name"}
     agent_prompt = agentlab_requests[1]["messages"][0]["content"]
-    assert "at the same time.\nTry to be helpful" in agent_prompt and "at the same time.\n\nTry" in tau2_requests[1]["messages"][0]["content"]
+    assert (
+        "at the same time.\nTry to be helpful" in agent_prompt
+        and "at the same time.\n\nTry" in tau2_requests[1]["messages"][0]["content"]
+    )
     user_prompt = agentlab_requests[0]["messages"][0]["content"]
     assert "\n<scenario>\n" in user_prompt and "\n\n<scenario>\n" not in user_prompt
-    assert str(played.simulation.messages[-1].content) == "###STOP###" and played.episode.steps == 5  # user, agent, user, agent, user
+    assert (
+        str(played.simulation.messages[-1].content) == "###STOP###" and played.episode.steps == 5
+    )  # user, agent, user, agent, user

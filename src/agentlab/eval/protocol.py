@@ -80,7 +80,9 @@ class StepRule:
     agent_turn = 0
     mid_turn = False
 
-    def end(self, stop: TerminationReason | None, steps: int, errors: int, max_steps: int, max_errors: int) -> TerminationReason | None:
+    def end(
+        self, stop: TerminationReason | None, steps: int, errors: int, max_steps: int, max_errors: int
+    ) -> TerminationReason | None:
         raise NotImplementedError
 
     def over(self, steps: int, errors: int, max_steps: int, max_errors: int) -> bool:
@@ -97,7 +99,9 @@ class MessageSteps(StepRule):
     tool_results = 1
     mid_turn = True
 
-    def end(self, stop: TerminationReason | None, steps: int, errors: int, max_steps: int, max_errors: int) -> TerminationReason | None:
+    def end(
+        self, stop: TerminationReason | None, steps: int, errors: int, max_steps: int, max_errors: int
+    ) -> TerminationReason | None:
         if errors >= max_errors:
             return TerminationReason.TOO_MANY_ERRORS
         if steps >= max_steps:
@@ -111,7 +115,9 @@ class TurnSteps(StepRule):
 
     agent_turn = 1
 
-    def end(self, stop: TerminationReason | None, steps: int, errors: int, max_steps: int, max_errors: int) -> TerminationReason | None:
+    def end(
+        self, stop: TerminationReason | None, steps: int, errors: int, max_steps: int, max_errors: int
+    ) -> TerminationReason | None:
         if errors >= max_errors:
             return TerminationReason.TOO_MANY_ERRORS
         if stop is not None:
