@@ -218,10 +218,19 @@ def test_tau2_protocol_sends_tau2s_requests_turn_by_turn(domains, domain_name, t
 
 @pytest.mark.parametrize(
     ("max_steps", "max_errors", "reason"),
-    [(4, 10, "max_steps"), (6, 10, "max_steps"), (9, 10, "max_steps"), (200, 1, "too_many_errors")],
+    [
+        (2, 10, "max_steps"),  # after the agent's question
+        (3, 10, "max_steps"),  # after the user's confirmation
+        (4, 10, "max_steps"),  # after the first batch of tool results, before the agent's next message
+        (9, 10, "max_steps"),  # after a later tool result
+        (27, 10, "max_steps"),  # the user's stop is the 27th step: the limit overrides it, as in tau2
+        (28, 10, "user_stop"),
+        (200, 1, "too_many_errors"),  # the probe's error, in the first batch
+    ],
 )
 def test_tau2_limits_cut_where_tau2_cuts(domains, max_steps, max_errors, reason):
-    """Steps count every message (a batch of tool results once), limits apply between a tool result and the next call."""
+    """Airline task 39 (11 gold calls): steps count every message (a batch of tool results once), and limits apply
+    after every message not addressed to the environment, so a run can end between a tool result and the next call."""
     tau2_requests, agentlab_requests, simulation, played = _both(
         domains["airline"], "39", max_steps=max_steps, max_errors=max_errors
     )
@@ -277,3 +286,17 @@ def test_seed_protocol_differs_from_tau2_exactly_where_documented(domains):
     assert (
         str(played.simulation.messages[-1].content) == "###STOP###" and played.episode.steps == 5
     )  # user, agent, user, agent, user
+
+
+def test_seed_protocol_counts_whole_agent_turns(domains):
+    """protocol=seed: the agent's turn with all its tool rounds is one step, and limits wait for the turn's end."""
+    seed = Protocol(prompts=SeedPrompts(), steps=TurnSteps(), agent_stop=True, speaker_names=True, seed=None)
+    domain = domains["airline"]
+    task = next(t for t in domain.tasks("base") if t.id == "39")
+    app = ScriptedApp(domain.tasks("base"))
+    with LoopbackServer(app) as server:
+        played = _agentlab_run(server, TaskRunner(domain, max_steps=4, protocol=seed), task, 0)
+    calls = [c for m in played.simulation.messages for c in getattr(m, "tool_calls", None) or []]
+    assert played.episode.termination_reason == "max_steps" and played.episode.steps == 4
+    assert len(calls) == 1 + len(gold_calls(task))  # the probe and every gold call: the fourth step was the whole turn
+    assert played.simulation.messages[-1].content == final_agent_text(task)

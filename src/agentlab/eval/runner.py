@@ -8,7 +8,8 @@ The ``protocol`` (``agentlab.eval.protocol``) decides the prompts, the greeting,
 end wins; by default it is tau2's orchestrator's.
 
 Fixed against the lab: the assistant's tools run in an environment set to the task's initial state; the
-assistant sees its own greeting; an agent ``###STOP###`` ends the run (the lab never checked); any domain.
+assistant sees its own greeting; under ``protocol=seed`` an agent ``###STOP###`` ends the run (the lab never
+checked; tau2's ``LLMAgent`` never stops a run, so ``protocol=tau2`` does not either); any domain.
 
 Malformed calls are tool errors the agent reads, as in tau2: a call to an unknown tool gets agent-framework's
 "not found" result, a call whose arguments do not fit runs in tau2 and gets tau2's own error, and like tau2's
