@@ -28,12 +28,14 @@ import threading
 from typing import Any
 
 import pytest
+from hydra.utils import instantiate
 from tau2.data_model.simulation import SimulationRun
 from tau2.data_model.tasks import Task
 from tau2.run import run_task
 
+from agentlab.config import check_config
 from agentlab.eval.domains import Tau2Domain
-from agentlab.eval.protocol import SEED_RANGE, Protocol, SeedPrompts, TurnSteps
+from agentlab.eval.protocol import SEED_RANGE, MessageSteps, Protocol, SeedPrompts, Tau2Prompts, TurnSteps
 from agentlab.eval.runner import TaskRunner
 from agentlab.models.openai_compat import OpenAIModel
 from agentlab.models.oracle import TASK_MARKER, final_agent_text, gold_calls, user_opening
@@ -300,3 +302,26 @@ def test_seed_protocol_counts_whole_agent_turns(domains):
     assert played.episode.termination_reason == "max_steps" and played.episode.steps == 4
     assert len(calls) == 1 + len(gold_calls(task))  # the probe and every gold call: the fourth step was the whole turn
     assert played.simulation.messages[-1].content == final_agent_text(task)
+
+
+def test_tau2_leaderboard_takes_tau2s_own_defaults(compose_cfg):
+    from tau2 import config as tau2_config
+
+    cfg = compose_cfg("+experiment=tau2_leaderboard")
+    check_config(cfg)
+    assert (cfg.task_split, cfg.num_tasks, cfg.num_trials) == ("base", None, 4)
+    assert (cfg.max_steps, cfg.max_errors) == (tau2_config.DEFAULT_MAX_STEPS, tau2_config.DEFAULT_MAX_ERRORS)
+    assert cfg.concurrency == tau2_config.DEFAULT_MAX_CONCURRENCY and cfg.protocol.seed == tau2_config.DEFAULT_SEED
+    assert (cfg.agent.model, cfg.user.model) == (tau2_config.DEFAULT_LLM_AGENT, tau2_config.DEFAULT_LLM_USER)
+    assert (cfg.agent_temperature, cfg.user_temperature) == (
+        tau2_config.DEFAULT_LLM_TEMPERATURE_AGENT,
+        tau2_config.DEFAULT_LLM_TEMPERATURE_USER,
+    )
+    runner = instantiate(cfg.runner)
+    assert isinstance(runner.protocol.prompts, Tau2Prompts) and isinstance(runner.protocol.steps, MessageSteps)
+    assert runner.max_tool_rounds >= runner.max_steps / 2  # max_steps, as in tau2, ends a run of tool calls
+
+
+def test_the_default_protocol_is_tau2s(compose_cfg):
+    cfg = compose_cfg()
+    assert instantiate(cfg.runner).protocol == Protocol()

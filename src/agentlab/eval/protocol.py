@@ -34,6 +34,7 @@ GREETING = str(DEFAULT_FIRST_AGENT_MESSAGE.content)
 SEED_RANGE = 1_000_000  # tau2's run_tasks draws each trial's seed from [0, SEED_RANGE]
 
 
+@dataclass(frozen=True)
 class Prompts:
     """The system prompts of the agent and of the user simulator."""
 
@@ -44,6 +45,7 @@ class Prompts:
         raise NotImplementedError
 
 
+@dataclass(frozen=True)
 class Tau2Prompts(Prompts):
     """tau2's own templates: ``LLMAgent.system_prompt`` and ``UserSimulator.system_prompt`` (``str(task.user_scenario)``)."""
 
@@ -55,6 +57,7 @@ class Tau2Prompts(Prompts):
         return TAU2_USER_PROMPT.format(global_user_sim_guidelines=guidelines, instructions=str(task.user_scenario))
 
 
+@dataclass(frozen=True)
 class SeedPrompts(Prompts):
     """Seed 001's texts: no blank line before "Try to be helpful", none before ``<scenario>``, the instructions alone."""
 
@@ -66,6 +69,7 @@ class SeedPrompts(Prompts):
         return f"{guidelines}\n<scenario>\n{task.user_scenario.instructions}\n</scenario>"
 
 
+@dataclass(frozen=True)
 class StepRule:
     """How a conversation's steps are counted against ``max_steps``, and which end wins when several apply at once.
 
@@ -90,6 +94,7 @@ class StepRule:
         return steps >= max_steps or errors >= max_errors
 
 
+@dataclass(frozen=True)
 class MessageSteps(StepRule):
     """tau2's orchestrator: every message is a step (a batch of tool results is one), limits are checked after
     every message not addressed to the environment, and a limit overrides a stop in the same step
@@ -109,6 +114,7 @@ class MessageSteps(StepRule):
         return stop
 
 
+@dataclass(frozen=True)
 class TurnSteps(StepRule):
     """Seed 001's runner: a user message and a whole agent turn (all its tool rounds) are one step each, limits
     are checked after whole turns, and a stop wins over ``max_steps`` reached in the same step."""
