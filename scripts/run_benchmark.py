@@ -4,6 +4,7 @@
     python scripts/run_benchmark.py --debug-task-id 12 --max-steps 10 --patch-env
     python scripts/run_benchmark.py --assistant-model oracle --user-model oracle -- num_tasks=null
 
+It plays by the seed's rules (``protocol=seed``: its prompts, ``--max-steps`` counting turns).
 A model name that is an agentlab model config (smollm2, oracle, ...) selects it; any other name is served
 through the ``openai`` config (set OPENAI_API_KEY, or add ``model@agent.base_url=...`` after ``--``).
 Anything after ``--`` is passed to Hydra as it is.
@@ -26,7 +27,7 @@ def model_overrides(slot: str, name: str) -> list[str]:
 
 
 def to_overrides(args: argparse.Namespace) -> list[str]:
-    overrides = ["+experiment=tau2_airline", *model_overrides("agent", args.assistant_model), *model_overrides("user", args.user_model)]
+    overrides = ["+experiment=tau2_airline", "protocol=seed", *model_overrides("agent", args.assistant_model), *model_overrides("user", args.user_model)]
     overrides.append(f"max_steps={args.max_steps}")
     if args.debug_task_id is not None:
         overrides += ["task_split=base", f"task_ids=[{args.debug_task_id}]", "debug=true"]

@@ -26,6 +26,7 @@ GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir())
 WRONG_TYPES = {  # group -> (overrides that pick an option, the bad override, what the message must say)
     "model": (["model@agent=openai"], "agent.timeout=soon", "agent.timeout='soon' is not allowed; agentlab.models.openai_compat.OpenAIModel expects float"),
     "domain": ([], "domain.name=[1]", "domain.name=[1] is not a tau2 domain; expected one of"),
+    "protocol": (["protocol=seed"], "protocol.agent_stop=sometimes", "protocol.agent_stop='sometimes' is not allowed; agentlab.eval.protocol.Protocol expects bool"),
     "stage": (["stage=train", "rl_algo=sft"], "stage.compare_base=often", "stage.compare_base='often' is not allowed"),
     "logger": ([], "logger.tags=5", "logger.tags=5 is not allowed; agentlab.tracking.loggers.WandbLogger expects list[str]"),
     "reward": (["reward=agent"], "reward.weights=heavy", "reward.weights='heavy' is not allowed"),
@@ -107,6 +108,13 @@ def test_cli_exits_2_in_one_paragraph_and_shows_the_traceback_only_when_asked():
     assert typed.returncode == 2 and "agent.max_new_tokens='many' is not allowed" in typed.stderr and "Traceback" not in typed.stderr
     debug = _run_cli("model@agent=gpt9", HYDRA_FULL_ERROR="1")
     assert debug.returncode != 0 and "Traceback" in debug.stderr
+
+
+def test_an_unknown_protocol_exits_2_in_one_paragraph_naming_the_choices():
+    result = _run_cli("protocol=tau3", "logger=none", "hydra.run.dir=/nonexistent/never-made")
+    assert result.returncode == 2, result.stderr[-2000:]
+    message = _one_paragraph(result.stderr.strip())
+    assert "Could not find 'protocol/tau3'" in message and "Available options in 'protocol': seed, tau2" in message
 
 
 def test_a_bad_replay_setting_ends_the_run_with_exit_2(tmp_path):

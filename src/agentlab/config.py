@@ -222,6 +222,8 @@ def check_targets(cfg: DictConfig) -> None:
             if isinstance(resolved, DictConfig) and "_target_" in resolved:
                 continue  # an object of its own, checked at its own path
             value = OmegaConf.to_container(child, resolve=True) if isinstance(child, (DictConfig, ListConfig)) else node[key]
+            if isinstance(value, DictConfig) and "_target_" in value:  # an interpolated object: checked at its source
+                continue
             annotation = known.get(key, Any)
             if not _fits(annotation, value):
                 source = f" (from {child._value()})" if OmegaConf.is_interpolation(node, key) else ""

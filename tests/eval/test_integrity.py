@@ -57,7 +57,7 @@ def test_a_rerun_with_another_model_and_limit_is_refused_naming_the_users_keys(t
     before = (tmp_path / RESULTS_FILE).read_bytes()
     again = _cli("model@agent=smollm2", "max_steps=20", "task_ids=[2,6]", "logger=none", f"hydra.run.dir={tmp_path}")
     assert again.returncode == 2 and again.stderr.count("\n") == 1 and "Traceback" not in again.stderr
-    assert "max_steps: 30 -> 20" in again.stderr and "agent._target_" in again.stderr and "resume=new" in again.stderr
+    assert "max_steps: 200 -> 20" in again.stderr and "agent._target_" in again.stderr and "resume=new" in again.stderr
     assert (tmp_path / RESULTS_FILE).read_bytes() == before and "smollm2" not in (tmp_path / "summary.json").read_text()
 
 
@@ -81,7 +81,7 @@ def test_more_trials_need_resume_extend_and_then_run_only_the_new_pairs(tmp_path
 
 def test_extend_still_refuses_another_model(tmp_path):
     _run(tmp_path, *ORACLE, "task_split=base", "task_ids=[2]")
-    with pytest.raises(RunDirMismatch, match="max_steps: 30 -> 12"):
+    with pytest.raises(RunDirMismatch, match="max_steps: 200 -> 12"):
         _run(tmp_path, *ORACLE, "task_split=base", "task_ids=[2]", "max_steps=12", "resume=extend")
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
 
 from agentlab.eval.domains import Tau2Domain
 from agentlab.models.oracle import gold_runs
@@ -36,13 +37,21 @@ def _base_tasks(name: str):
 @pytest.mark.parametrize("name", DOMAINS)
 def test_default_limits_hold_every_gold_trajectory(name):
     """Derived from the tasks' data: the longest run of one side's gold calls fits in one turn's tool rounds, and
-    the oracle's turns (one per run, plus the opening, the closing text and the stop) fit in ``max_steps``."""
+    the longest gold conversation (request, both sides' calls and results, the hand-overs, answer, stop) fits in
+    ``max_steps`` as the protocol counts."""
     cfg = _defaults(f"domain={name}")
     tasks = _base_tasks(name)
     longest = max(len(calls) for task in tasks for _, calls in gold_runs(task))
     assert longest <= cfg.max_tool_rounds, f"{name}: a gold trajectory has {longest} calls in a row"
-    turns = max(len(gold_runs(task)) for task in tasks) + 3
-    assert turns <= cfg.max_steps, f"{name}: the oracle needs up to {turns} turns"
+    rule = instantiate(cfg.protocol).steps
+    steps = max(
+        2 * rule.user_message
+        + sum(len(calls) for _, calls in gold_runs(task)) * (rule.agent_message + rule.tool_results)
+        + len(gold_runs(task)) * (rule.user_message + rule.agent_message + rule.agent_turn)
+        + rule.agent_message + rule.agent_turn
+        for task in tasks
+    )
+    assert steps <= cfg.max_steps, f"{name}: the longest gold conversation takes {steps} steps"
     assert cfg.max_errors >= 1
 
 

@@ -6,9 +6,12 @@ conversation flipped, the assistant answers with the domain's tools until it wri
 on until a stop token or ``max_steps``. The full conversation is scored by tau2's ``evaluate_simulation``.
 Where the domain gives the user tools (telecom), the user simulator calls them on the user's side of the same
 environment within its turn; each side sees only its own tool traffic, and the record holds both, as tau2's.
+The ``protocol`` (``agentlab.eval.protocol``) decides the prompts, the greeting, how steps count and which
+end wins; by default it is tau2's orchestrator's.
 
 Fixed against the lab: the assistant's tools run in an environment set to the task's initial state; the
-assistant sees its own greeting; an agent ``###STOP###`` ends the run (the lab never checked); any domain.
+assistant sees its own greeting; under ``protocol=seed`` an agent ``###STOP###`` ends the run (the lab never
+checked; tau2's ``LLMAgent`` never stops a run, so ``protocol=tau2`` does not either); any domain.
 
 Malformed calls are tool errors the agent reads, as in tau2: a call to an unknown tool gets agent-framework's
 "not found" result, a call whose arguments do not fit runs in tau2 and gets tau2's own error, and like tau2's
@@ -21,18 +24,23 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
 
 from agent_framework import (
     Agent,
     AgentResponse,
+    ChatContext,
+    ChatMiddleware,
+    ChatResponse,
     Content,
     FunctionInvocationContext,
     FunctionMiddleware,
     FunctionTool,
     Message,
     SupportsChatGetResponse,
+    chat_middleware,
     function_middleware,
 )
 from tau2.data_model.message import AssistantMessage, ToolCall, ToolMessage, ToolRequestor, UserMessage
@@ -42,7 +50,6 @@ from tau2.data_model.tasks import Task
 from tau2.environment.environment import Environment
 from tau2.evaluator.evaluator import EvaluationType, evaluate_simulation
 from tau2.user.base import OUT_OF_SCOPE, STOP, TRANSFER
-from tau2.user.user_simulator import get_global_user_sim_guidelines
 
 from agentlab.config import ConfigError
 from agentlab.eval.domains import Tau2Domain
@@ -56,33 +63,18 @@ from agentlab.eval.messages import (
     result_text,
     without_calls_of,
 )
+from agentlab.eval.protocol import Protocol, StepRule
 from agentlab.eval.tools import convert_tau2_tool_to_function_tool, tool_schemas
 from agentlab.eval.trajectory import Trajectory
 from agentlab.eval.window import SlidingWindowHistoryProvider
 from agentlab.models.base import ChatModel, NoModel
 
-ASSISTANT_AGENT_INSTRUCTION = """
-You are a customer service agent that helps the user according to the <policy> provided below.
-In each turn you can either:
-- Send a message to the user.
-- Make a tool call.
-You cannot do both at the same time.
-Try to be helpful and always follow the policy. Always make sure you generate valid JSON only.
-""".strip()
-
-DEFAULT_FIRST_AGENT_MESSAGE = "Hi! How can I help you today?"
 USER_STOP_TOKENS = (STOP, TRANSFER, OUT_OF_SCOPE)
 
 
 def assistant_system_prompt(policy: str) -> str:
-    """The seed's assistant prompt: instructions plus the domain policy."""
-    return f"<instructions>\n{ASSISTANT_AGENT_INSTRUCTION}\n</instructions>\n<policy>\n{policy}\n</policy>"
-
-
-def user_system_prompt(task: Task, use_tools: bool = False) -> str:
-    """tau2's user-simulator guidelines (its tool version when the user has tools) plus the task scenario."""
-    guidelines = get_global_user_sim_guidelines(use_tools=use_tools)
-    return f"{guidelines}\n<scenario>\n{task.user_scenario.instructions}\n</scenario>"
+    """The default protocol's assistant prompt: instructions plus the domain policy."""
+    return Protocol().prompts.agent(policy)
 
 
 def initial_history(task: Task) -> list[Message]:
@@ -167,6 +159,78 @@ def without_unknown_calls(
     return kept
 
 
+@dataclass
+class StepCount:
+    """One episode's steps and tool errors so far, counted by ``protocol.steps`` (shared with the agent's middleware)."""
+
+    protocol: Protocol
+    max_steps: int
+    max_errors: int
+    steps: int = 0
+    errors: int = 0
+
+    def end(self, stop: TerminationReason | None) -> TerminationReason | None:
+        """The reason the run ends now (``stop``: a stop token just said), or None to go on."""
+        return self.protocol.steps.end(stop, self.steps, self.errors, self.max_steps, self.max_errors)
+
+
+def count_agent_steps(count: StepCount) -> ChatMiddleware:
+    """A chat middleware around each model call of the agent: counts its messages and tool-result batches.
+
+    A batch of tool results is counted (with its errors) when the next call starts; under a ``mid_turn`` rule a
+    reached limit then ends the turn before the model is called, as tau2's orchestrator ends the run between a
+    tool result and the agent's next message.
+    """
+    rule = count.protocol.steps
+
+    @chat_middleware
+    async def counted(context: ChatContext, call_next: Callable[[], Awaitable[None]]) -> None:
+        batch = trailing_tool_results(context.messages)
+        if batch:
+            count.steps += rule.tool_results
+            count.errors += tool_errors(batch)
+            if rule.mid_turn and rule.over(count.steps, count.errors, count.max_steps, count.max_errors):
+                context.result = ChatResponse(messages=[])
+                return
+        await call_next()
+        count.steps += rule.agent_message
+
+    return counted
+
+
+@chat_middleware
+async def without_author_names(context: ChatContext, call_next: Callable[[], Awaitable[None]]) -> None:
+    """Marks each model reply as unnamed, so agent-framework does not name it after its agent (``UnnamedAgent``)
+    and no later request carries that name as the OpenAI ``name`` field (``protocol.speaker_names=false``)."""
+    await call_next()
+    if isinstance(context.result, ChatResponse):
+        for message in context.result.messages:
+            message.author_name = message.author_name or ""
+
+
+def trailing_tool_results(messages: list[Message]) -> list[Message]:
+    """The tool-result messages after the last model reply: the batch the model is about to read."""
+    batch: list[Message] = []
+    for message in reversed(messages):
+        if not any(c.type == "function_result" for c in message.contents):
+            break
+        batch.append(message)
+    return batch
+
+
+def user_tool_steps(messages: list[Message], rule: StepRule) -> int:
+    """The steps of the user's own tool traffic in one user turn (telecom): each message of calls counts as a
+    model message and each batch of results once, as the agent's do; the closing text is the turn's own step."""
+    calls = sum(1 for m in messages if any(c.type == "function_call" for c in m.contents))
+    batches = sum(
+        1
+        for i, m in enumerate(messages)
+        if any(c.type == "function_result" for c in m.contents)
+        and not (i and any(c.type == "function_result" for c in messages[i - 1].contents))
+    )
+    return calls * rule.agent_message + batches * rule.tool_results
+
+
 def _add_usage(total: dict[str, int], response: AgentResponse) -> None:
     for key, value in (response.usage_details or {}).items():
         if isinstance(value, int):
@@ -179,19 +243,21 @@ class TaskRunner:
     def __init__(
         self,
         domain: Tau2Domain,
-        max_steps: int = 30,
+        max_steps: int = 200,
         assistant_sampling_temperature: float = 0.0,
         assistant_window_size: int = 32768,
         user_sampling_temperature: float = 0.0,
         debug: bool = False,
-        max_tool_rounds: int = 30,
+        max_tool_rounds: int = 100,
         max_errors: int = 10,
         evaluation_type: str = EvaluationType.ALL.value,
         judge: ChatModel | None = None,
+        protocol: Protocol | None = None,
     ) -> None:
         self.domain = domain
         self.evaluation_type = evaluation_type_of(evaluation_type)
         self.judge = judge or NoModel()
+        self.protocol = protocol or Protocol()
         self.max_steps = max_steps
         self.max_errors = max_errors
         self.max_tool_rounds = max_tool_rounds
@@ -215,7 +281,7 @@ class TaskRunner:
         """The task environment (a fresh one unless given), the domain tools acting on it, the assistant's prompt."""
         env = env or self.domain.environment(task)
         tools = [convert_tau2_tool_to_function_tool(t, env) for t in env.get_tools()]
-        return env, tools, assistant_system_prompt(env.get_policy())
+        return env, tools, self.protocol.prompts.agent(env.get_policy())
 
     def check_window(self, task: Task) -> None:
         """Fail before any pair runs when the window cannot even hold the system prompt and tools."""
@@ -229,19 +295,26 @@ class TaskRunner:
             config["include_detailed_errors"] = True  # our tools are a trusted channel: the model should see why a call failed
 
     def assistant_agent(
-        self, client: SupportsChatGetResponse, task: Task, env: Environment | None = None
+        self,
+        client: SupportsChatGetResponse,
+        task: Task,
+        env: Environment | None = None,
+        count: StepCount | None = None,
+        seed: int | None = None,
     ) -> tuple[Agent, SlidingWindowHistoryProvider]:
-        """The assistant: domain tools (acting on ``env``, else a fresh task environment) and a token-bounded window."""
+        """The assistant: domain tools (acting on ``env``, else a fresh task environment), a token-bounded window,
+        and its messages counted into ``count`` (an episode's; a fresh one if None)."""
         env, tools, prompt = self._assistant_setup(task, env)
+        count = count or StepCount(self.protocol, self.max_steps, self.max_errors)
         window = self._window(prompt, tools)
         self._bound_tool_rounds(client)
         agent = Agent(
             client=client,
             instructions=prompt,
             tools=tools,
-            default_options={"temperature": self.assistant_sampling_temperature},
+            default_options=self._sampling(self.assistant_sampling_temperature, seed),
             context_providers=[window],
-            middleware=[tau2_argument_errors(env)],
+            middleware=[count_agent_steps(count), *self._naming(), tau2_argument_errors(env)],
         )
         return agent, window
 
@@ -251,7 +324,9 @@ class TaskRunner:
         tau2_tools = env.get_user_tools() if env.user_tools else []
         return [convert_tau2_tool_to_function_tool(t, env, requestor="user") for t in tau2_tools]
 
-    def user_simulator(self, client: SupportsChatGetResponse, task: Task, env: Environment | None = None) -> Agent:
+    def user_simulator(
+        self, client: SupportsChatGetResponse, task: Task, env: Environment | None = None, seed: int | None = None
+    ) -> Agent:
         """The user simulator: full history, and the domain's user tools acting on ``env`` (dual control), as
         tau2's orchestrator runs them; its prompt takes tau2's tool guidelines when it has tools."""
         env = env or self.domain.environment(task)
@@ -260,36 +335,46 @@ class TaskRunner:
             self._bound_tool_rounds(client)
         return Agent(
             client=client,
-            instructions=user_system_prompt(task, use_tools=bool(tools)),
+            instructions=self.protocol.prompts.user(task, use_tools=bool(tools)),
             tools=tools or None,
-            default_options={"temperature": self.user_sampling_temperature},
-            middleware=[tau2_argument_errors(env, requestor="user")] if tools else None,
+            default_options=self._sampling(self.user_sampling_temperature, seed),
+            middleware=[*self._naming(), *([tau2_argument_errors(env, requestor="user")] if tools else [])],
         )
+
+    def _naming(self) -> list[ChatMiddleware]:
+        """The middleware that keeps agent names out of requests, unless the protocol sends them."""
+        return [] if self.protocol.speaker_names else [without_author_names]
+
+    @staticmethod
+    def _sampling(temperature: float, seed: int | None) -> dict[str, float | int]:
+        return {"temperature": temperature} if seed is None else {"temperature": temperature, "seed": seed}
 
     async def run(
         self, task: Task, assistant_client: SupportsChatGetResponse, user_client: SupportsChatGetResponse, trial: int = 0
     ) -> Trajectory:
-        """Play ``task`` to a stop token or ``max_steps`` (agent and user turns both count); not scored yet.
+        """Play ``task`` to a stop token or a limit, counting steps by ``protocol.steps``; not scored yet.
 
         A client that records its generations (the local backend) gives the trajectory the policy's tokens."""
         start, started = _now(), time.perf_counter()
+        count = StepCount(self.protocol, self.max_steps, self.max_errors)
+        seed = self.protocol.trial_seed(trial)
         env = self.domain.environment(task)  # one environment: the assistant's tools and the user's act on it
-        assistant, window = self.assistant_agent(assistant_client, task, env)
-        user = self.user_simulator(user_client, task, env)
+        assistant, window = self.assistant_agent(assistant_client, task, env, count, seed)
+        user = self.user_simulator(user_client, task, env, seed)
         assistant_session, user_session = assistant.create_session(), user.create_session()
-        greeting = Message(role="assistant", contents=[Content.from_text(DEFAULT_FIRST_AGENT_MESSAGE)])
+        greeting = Message(role="assistant", contents=[Content.from_text(self.protocol.greeting)])
         opening = [*initial_history(task), greeting]
         conversation, usage = list(opening), {}
         to_user, pending_for_assistant = opening, opening
-        steps, errors, reason = 0, 0, None
+        reason = None
         while reason is None:
             user_reply = await user.run(flip_messages(to_user), session=user_session)
             _add_usage(usage, user_reply)
             from_user = flip_messages(user_reply.messages, hide_calls_of="user")  # the user's own calls are kept
             conversation.extend(from_user)
-            steps += 1
-            errors += tool_errors(from_user)
-            reason = self._too_many_errors(errors) or self._user_stop(from_user) or self._out_of_steps(steps)
+            count.steps += self.protocol.steps.user_message + user_tool_steps(from_user, self.protocol.steps)
+            count.errors += tool_errors(from_user)
+            reason = count.end(self._user_stop(from_user))
             if reason is not None:
                 break
             to_assistant = without_calls_of([*pending_for_assistant, *from_user], "user")  # not the user's calls
@@ -298,9 +383,8 @@ class TaskRunner:
             pending_for_assistant = []
             conversation.extend(reply.messages)
             to_user = reply.messages
-            steps += 1
-            errors += tool_errors(reply.messages)
-            reason = self._too_many_errors(errors) or self._agent_stop(reply.messages) or self._out_of_steps(steps)
+            count.steps += self.protocol.steps.agent_turn
+            reason = count.end(self._agent_stop(reply.messages) if self.protocol.agent_stop else None)
         if self.debug:
             log_messages(conversation)
         return Trajectory(
@@ -310,7 +394,7 @@ class TaskRunner:
             messages=convert_agent_framework_messages_to_tau2_messages(conversation),
             termination_reason=reason,
             format_errors=getattr(assistant_client, "format_errors", 0),
-            steps=steps,
+            steps=count.steps,
             usage=usage,
             window_truncated=window.truncated,
             start_time=start,
@@ -337,13 +421,6 @@ class TaskRunner:
         loop = asyncio.get_running_loop()
         reward_info, judge_usage = await loop.run_in_executor(executor, score, self, trajectory.task, trajectory.simulation())
         return trajectory.scored(reward_info, judge_usage)
-
-    def _out_of_steps(self, steps: int) -> TerminationReason | None:
-        return TerminationReason.MAX_STEPS if steps >= self.max_steps else None
-
-    def _too_many_errors(self, errors: int) -> TerminationReason | None:
-        """tau2's orchestrator rule: the run ends once ``max_errors`` tool results were errors."""
-        return TerminationReason.TOO_MANY_ERRORS if errors >= self.max_errors else None
 
     @staticmethod
     def _user_stop(messages: list[Message]) -> TerminationReason | None:

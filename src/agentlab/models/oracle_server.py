@@ -40,9 +40,11 @@ class OracleBrain:
 
     def __init__(self, tasks: list[Task]) -> None:
         self.by_id = {t.id: t for t in tasks}
+        # the scenario as either protocol's user prompt quotes it: the instructions alone, or the whole user scenario
         self.by_scenario: dict[str, list[Task]] = {}
         for task in tasks:
-            self.by_scenario.setdefault(str(task.user_scenario.instructions), []).append(task)
+            for text in {str(task.user_scenario.instructions), str(task.user_scenario)}:
+                self.by_scenario.setdefault(text, []).append(task)
 
     def task_of(self, messages: list[dict[str, Any]]) -> Task:
         for message in messages:

@@ -360,7 +360,7 @@ def expert_dialogs(
     num_tasks: int | None = None,
     task_ids: list[str | int] | None = None,
     run_dir: str | Path | None = None,
-    max_steps: int = 30,
+    max_steps: int = 200,
 ) -> list[Dialog]:
     """Gold trajectories: the oracle plays ``split``'s tasks through the real harness; reward-1.0 runs are kept.
 

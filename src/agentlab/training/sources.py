@@ -20,7 +20,7 @@ class ExpertDialogs:
     split: str | None = "train"
     num_tasks: int | None = None
     task_ids: list[str | int] | None = None
-    max_steps: int = 30
+    max_steps: int = 200
 
     def dialogs(self, work_dir: Path) -> list[Dialog]:
         return expert_dialogs(self.domain, self.split, self.num_tasks, self.task_ids, work_dir / "expert", self.max_steps)
