@@ -155,3 +155,6 @@ class Protocol:
             return None
         rng = random.Random(self.seed)
         return [rng.randint(0, SEED_RANGE) for _ in range(trial + 1)][-1]
+
+
+DEFAULT_PROMPTS: Prompts = Protocol().prompts  # the default protocol's (tau2's)

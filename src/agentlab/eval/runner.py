@@ -72,11 +72,6 @@ from agentlab.models.base import ChatModel, NoModel
 USER_STOP_TOKENS = (STOP, TRANSFER, OUT_OF_SCOPE)
 
 
-def assistant_system_prompt(policy: str) -> str:
-    """The default protocol's assistant prompt: instructions plus the domain policy."""
-    return Protocol().prompts.agent(policy)
-
-
 def initial_history(task: Task) -> list[Message]:
     """The conversation a task starts from (tau2's ``initial_state.message_history``), if any.
 

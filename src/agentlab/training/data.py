@@ -40,8 +40,9 @@ from tau2.data_model.tasks import Task
 from agentlab.config import ConfigError, UserError
 from agentlab.eval.domains import Tau2Domain
 from agentlab.eval.harness import Evaluation
+from agentlab.eval.protocol import DEFAULT_PROMPTS, Prompts, Protocol
 from agentlab.eval.results import RESULTS_FILE, write_atomic
-from agentlab.eval.runner import TaskRunner, assistant_system_prompt
+from agentlab.eval.runner import TaskRunner
 from agentlab.eval.tools import convert_tau2_tool_to_function_tool
 from agentlab.eval.trajectory import Trajectory, training_turns
 from agentlab.models.oracle import OracleModel
@@ -256,19 +257,21 @@ def write_dialogs_jsonl(dialogs: list[Dialog], path: str | Path) -> Path:
 
 
 @functools.cache
-def domain_prompt(domain: str) -> tuple[str, list[dict[str, Any]]]:
-    """The agent's system prompt and tool schemas in ``domain``, exactly as the eval harness builds them."""
+def domain_prompt(domain: str, prompts: Prompts = DEFAULT_PROMPTS) -> tuple[str, list[dict[str, Any]]]:
+    """The agent's system prompt (``prompts``': the protocol's) and tool schemas in ``domain``, exactly as the eval
+    harness builds them."""
     env = Tau2Domain(domain).environment()
     tools = [convert_tau2_tool_to_function_tool(t, env).to_json_schema_spec() for t in env.get_tools()]
-    return assistant_system_prompt(env.get_policy()), tools
+    return prompts.agent(env.get_policy()), tools
 
 
-def dialog_of(trajectory: Trajectory, source: str | Path, agent: str | None = None) -> Dialog:
-    """A played trajectory as the agent saw it: the domain's system prompt and tools as the harness showed them,
-    the conversation's training turns, and where it came from (``agent``: the model that played it)."""
+def dialog_of(trajectory: Trajectory, source: str | Path, agent: str | None = None, prompts: Prompts = DEFAULT_PROMPTS) -> Dialog:
+    """A played trajectory as the agent saw it: the domain's system prompt (the protocol's ``prompts``) and tools as
+    the harness showed them, the conversation's training turns, and where it came from (``agent``: the model that
+    played it)."""
     if trajectory.domain is None:
         raise DialogError(f"{source}: trajectory of task {trajectory.task.id} has no domain")
-    system, tools = domain_prompt(trajectory.domain)
+    system, tools = domain_prompt(trajectory.domain, prompts)
     metadata = {
         "source": str(source),
         "domain": trajectory.domain,
@@ -287,7 +290,11 @@ def dialog_of(trajectory: Trajectory, source: str | Path, agent: str | None = No
 
 
 def dialogs_from_rows(
-    rows: Iterable[tuple[int, Any]], source: str | Path, min_reward: float | None = 1.0, counts: dict[str, int] | None = None
+    rows: Iterable[tuple[int, Any]],
+    source: str | Path,
+    min_reward: float | None = 1.0,
+    counts: dict[str, int] | None = None,
+    prompts: Prompts = DEFAULT_PROMPTS,
 ) -> list[Dialog]:
     """The dialogs of numbered result rows whose reward is at least ``min_reward`` (None: every finished row).
 
@@ -310,16 +317,19 @@ def dialogs_from_rows(
                 tally["below_min_reward"] += 1
                 continue
             config = row["config"]
-            dialogs.append(dialog_of(Trajectory.from_row(row, config["domain"]), source, config.get("assistant")))
+            dialogs.append(dialog_of(Trajectory.from_row(row, config["domain"]), source, config.get("assistant"), prompts))
         except (DialogError, KeyError, TypeError, ValueError) as exc:
             detail = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)
             raise DialogError(f"{source}: row {number}: not a usable result row: {detail}") from None
     return dialogs
 
 
-def dialogs_from_results(path: str | Path, min_reward: float = 1.0, counts: dict[str, int] | None = None) -> list[Dialog]:
-    """The dialogs of an evaluation run's ``results.jsonl`` whose reward is at least ``min_reward`` (``counts``: as above)."""
-    return dialogs_from_rows(_json_rows(Path(path)), Path(path), min_reward, counts)
+def dialogs_from_results(
+    path: str | Path, min_reward: float = 1.0, counts: dict[str, int] | None = None, prompts: Prompts = DEFAULT_PROMPTS
+) -> list[Dialog]:
+    """The dialogs of an evaluation run's ``results.jsonl`` whose reward is at least ``min_reward`` (``counts``,
+    ``prompts``: as above)."""
+    return dialogs_from_rows(_json_rows(Path(path)), Path(path), min_reward, counts, prompts)
 
 
 # --- expert dialogs from the oracle ---------------------------------------------------------------------------
@@ -361,18 +371,20 @@ def expert_dialogs(
     task_ids: list[str | int] | None = None,
     run_dir: str | Path | None = None,
     max_steps: int = 200,
+    protocol: Protocol | None = None,
 ) -> list[Dialog]:
     """Gold trajectories: the oracle plays ``split``'s tasks through the real harness; reward-1.0 runs are kept.
 
-    The conversations go through the same runner, tools and evaluator as any evaluation, so the tool
-    results are the environment's own. ``run_dir`` keeps the run (and resumes it; rows of other tasks
+    The conversations go through the same runner (playing by ``protocol``, default tau2's), tools and evaluator
+    as any evaluation, so the tool results are the environment's own. ``run_dir`` keeps the run (and resumes it; rows of other tasks
     already there are ignored); by default a temporary directory is used. Refuses the held-out ``test``
     split, and any selection that includes its tasks, before anything runs.
     """
     tau2_domain = Tau2Domain(domain)
     oracle = OracleModel()
+    protocol = protocol or Protocol()
     evaluation = Evaluation(
-        runner=TaskRunner(tau2_domain, max_steps=max_steps),
+        runner=TaskRunner(tau2_domain, max_steps=max_steps, protocol=protocol),
         agent=oracle,
         user=oracle,
         task_split=split,
@@ -394,7 +406,7 @@ def expert_dialogs(
 
     def run(directory: Path) -> list[Dialog]:
         evaluation.play(directory)
-        return [d for d in dialogs_from_results(directory / RESULTS_FILE) if d.metadata["task_id"] in wanted]
+        return [d for d in dialogs_from_results(directory / RESULTS_FILE, prompts=protocol.prompts) if d.metadata["task_id"] in wanted]
 
     if run_dir is not None:
         return run(Path(run_dir))

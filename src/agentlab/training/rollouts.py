@@ -55,12 +55,13 @@ class RolloutSampler:
         ``dialog`` is the run as a ``Dialog`` dict (DPO cuts two runs of a task into a per-turn pair).
         Error rows and runs with no agent turn after the opening one give no candidate.
         """
+        prompts = self.evaluation(agent=policy).runner.protocol.prompts  # the dialogs' system prompt: the runs' own
         candidates = []
         for row in self.rows(policy, work_dir):
             if row.get("error"):
                 continue
             trajectory = Trajectory.from_row(row)
-            dialog = dialog_of(trajectory, work_dir, row["config"]["assistant"])
+            dialog = dialog_of(trajectory, work_dir, row["config"]["assistant"], prompts)
             if not any(turn["role"] == "assistant" for turn in dialog.turns[1:]):
                 continue
             candidates.append({

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agentlab.eval.protocol import Protocol
 from agentlab.training.data import Dialog, dialogs_from_results, expert_dialogs, load_dialogs_jsonl
 
 
@@ -21,9 +22,12 @@ class ExpertDialogs:
     num_tasks: int | None = None
     task_ids: list[str | int] | None = None
     max_steps: int = 200
+    protocol: Protocol | None = None  # the evaluation's: its rules play the oracle, its prompt is the dialogs'
 
     def dialogs(self, work_dir: Path) -> list[Dialog]:
-        return expert_dialogs(self.domain, self.split, self.num_tasks, self.task_ids, work_dir / "expert", self.max_steps)
+        return expert_dialogs(
+            self.domain, self.split, self.num_tasks, self.task_ids, work_dir / "expert", self.max_steps, self.protocol
+        )
 
 
 @dataclass
@@ -36,10 +40,11 @@ class ResultDialogs:
 
     path: str
     min_reward: float = 1.0
+    protocol: Protocol | None = None  # the evaluation's: the dialogs' system prompt is its agent prompt
     counts: dict[str, int] = field(default_factory=dict, init=False)
 
     def dialogs(self, work_dir: Path) -> list[Dialog]:
-        return dialogs_from_results(self.path, self.min_reward, self.counts)
+        return dialogs_from_results(self.path, self.min_reward, self.counts, (self.protocol or Protocol()).prompts)
 
 
 @dataclass
