@@ -21,7 +21,7 @@ from agent_framework import Agent
 from benchlib import command_line, machine, write_results
 
 from agentlab.eval.domains import Tau2Domain
-from agentlab.eval.runner import assistant_system_prompt
+from agentlab.eval.protocol import DEFAULT_PROMPTS
 from agentlab.eval.tools import convert_tau2_tool_to_function_tool
 from agentlab.models.smollm2 import SmolLM2Model
 
@@ -41,7 +41,7 @@ def airline_agent(model: SmolLM2Model) -> Agent:
     tools = [convert_tau2_tool_to_function_tool(t, env) for t in env.get_tools()]
     return Agent(
         client=model.client(None, "agent"),
-        instructions=assistant_system_prompt(env.get_policy()),
+        instructions=DEFAULT_PROMPTS.agent(env.get_policy()),
         tools=tools,
         default_options={"temperature": 0.0},
     )

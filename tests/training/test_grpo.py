@@ -21,8 +21,9 @@ from transformers import AutoTokenizer
 from agentlab.config import ConfigError
 from agentlab.eval.domains import Tau2Domain
 from agentlab.eval.harness import Evaluation
+from agentlab.eval.protocol import DEFAULT_PROMPTS
 from agentlab.eval.results import ResultStore
-from agentlab.eval.runner import TaskRunner, assistant_system_prompt
+from agentlab.eval.runner import TaskRunner
 from agentlab.eval.tools import convert_tau2_tool_to_function_tool, tool_schemas
 from agentlab.models.base import ModelFactory
 from agentlab.models.local import Generation, LocalHFModel
@@ -189,7 +190,7 @@ def test_a_native_tool_format_policy_is_prompted_as_the_harness_prompts_it(tmp_p
     env = Tau2Domain("mock").environment(task)
     schemas = tool_schemas([convert_tau2_tool_to_function_tool(t, env) for t in env.get_tools()])
     chat = [
-        {"role": "system", "content": assistant_system_prompt(env.get_policy())},
+        {"role": "system", "content": DEFAULT_PROMPTS.agent(env.get_policy())},
         {"role": "assistant", "content": "Hi! How can I help you today?"},
         {"role": "user", "content": user_opening(task)},
     ]

@@ -17,8 +17,8 @@ from agent_framework import Message
 from sft_helpers import TOOLS, tokenizer, weather_dialog
 from tau2.data_model.tasks import Task
 
+from agentlab.eval.protocol import DEFAULT_PROMPTS
 from agentlab.eval.results import RESULTS_FILE
-from agentlab.eval.runner import assistant_system_prompt
 from agentlab.models import oracle
 from agentlab.models.local import _instructions, request_tool_schemas
 from agentlab.models.toolformat import chat_turns, system_prompt
@@ -135,7 +135,7 @@ def test_jsonl_round_trip_and_defaults(tmp_path: Path) -> None:
 def test_expert_dialogs_are_the_gold_trajectories(expert_run: tuple[Path, list[Dialog], RecordingOracle], airline: Any) -> None:
     run_dir, dialogs, _ = expert_run
     assert [d.dialog_id for d in dialogs] == [f"airline/{t}/0" for t in EXPERT_TASKS]
-    system = assistant_system_prompt(airline.environment().get_policy())
+    system = DEFAULT_PROMPTS.agent(airline.environment().get_policy())
     tasks = {t.id: t for t in airline.tasks("train")}
     for dialog in dialogs:
         task = tasks[dialog.metadata["task_id"]]
