@@ -1,0 +1,72 @@
+"""The do-nothing baseline: the reward of an agent that never calls a tool and ends the conversation politely.
+
+Some tasks need no action (the policy says no, or nothing is to change), so such an agent scores on them; a
+reward is only telling beside it, and on the tasks it fails. Its conversation per task: the task's opening
+history, the harness's greeting, the scripted oracle user's first message, one polite reply, the user's
+``###STOP###``; scored once by tau2's evaluator as the runner scores every episode.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+from tau2.data_model.message import AssistantMessage, UserMessage
+from tau2.data_model.simulation import SimulationRun, TerminationReason
+from tau2.data_model.tasks import Task
+from tau2.user.base import STOP
+
+from agentlab.eval.runner import DEFAULT_FIRST_AGENT_MESSAGE, TaskRunner
+from agentlab.jsonl import write_atomic
+from agentlab.models.oracle import user_opening
+
+BASELINE_FILE = "baseline.json"  # a run dir's cache: {"task_set": .., "rewards": {task id: reward}}
+POLITE_REPLY = "Thank you for reaching out. I'm sorry, but I'm not able to help with this request. Have a great day!"
+_MEMO: dict[
+    tuple[str, str], float
+] = {}  # (task set, task id) -> reward, for evaluations of the same tasks in one process
+
+
+def do_nothing_simulation(task: Task) -> SimulationRun:
+    """The baseline's conversation of ``task``, as tau2's record."""
+    now = datetime.now(UTC).isoformat()
+    history = list(task.initial_state.message_history or []) if task.initial_state else []
+    messages = [
+        *history,
+        AssistantMessage(role="assistant", content=DEFAULT_FIRST_AGENT_MESSAGE),
+        UserMessage(role="user", content=user_opening(task)),
+        AssistantMessage(role="assistant", content=POLITE_REPLY),
+        UserMessage(role="user", content=STOP),
+    ]
+    for turn, message in enumerate(messages):
+        message.turn_idx = turn
+    return SimulationRun(
+        id=f"do-nothing-{task.id}",
+        task_id=task.id,
+        start_time=now,
+        end_time=now,
+        duration=0.0,
+        termination_reason=TerminationReason.USER_STOP,
+        messages=messages,
+    )
+
+
+def do_nothing_rewards(runner: TaskRunner, tasks: list[Task], run_dir: Path | None = None) -> dict[str, float]:
+    """Task id -> the baseline's reward, for ``tasks`` only (each costs one evaluation, ~0.7 s on airline).
+
+    Rewards already in ``run_dir``'s ``baseline.json`` (same task set) or computed earlier in this process are reused.
+    """
+    task_set = runner.domain.task_set
+    path = run_dir / BASELINE_FILE if run_dir is not None else None
+    cached = json.loads(path.read_text(encoding="utf-8")) if path is not None and path.is_file() else {}
+    known = cached.get("rewards", {}) if cached.get("task_set") == task_set else {}
+    rewards: dict[str, float] = {}
+    for task in tasks:
+        memo = (task_set, task.id)
+        if task.id not in known and memo not in _MEMO:
+            _MEMO[memo] = runner.evaluate(task, do_nothing_simulation(task)).reward
+        rewards[task.id] = float(known.get(task.id, _MEMO.get(memo, 0.0)))
+    if path is not None and any(t not in known for t in rewards):
+        write_atomic(path, json.dumps({"task_set": task_set, "rewards": {**known, **rewards}}, indent=2))
+    return rewards
