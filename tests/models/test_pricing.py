@@ -31,5 +31,8 @@ def test_bad_prices_are_named(bad):
 
 
 def test_role_costs_are_per_million_tokens_and_unknown_without_a_price():
-    usage = {"agent": {"input_token_count": 2_000_000, "output_token_count": 500_000}, "user": {"input_token_count": 10}}
+    usage = {
+        "agent": {"input_token_count": 2_000_000, "output_token_count": 500_000},
+        "user": {"input_token_count": 10},
+    }
     assert role_costs(usage, {"agent": Prices(0.5, 2.0), "user": None}) == {"agent": 2.0, "user": None}

@@ -12,11 +12,13 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
+from loguru import logger
 from tau2.data_model.message import AssistantMessage, UserMessage
 from tau2.data_model.simulation import SimulationRun, TerminationReason
 from tau2.data_model.tasks import Task
 from tau2.user.base import STOP
 
+from agentlab.config import error_cause
 from agentlab.eval.runner import DEFAULT_FIRST_AGENT_MESSAGE, TaskRunner
 from agentlab.jsonl import write_atomic
 from agentlab.models.oracle import user_opening
@@ -52,6 +54,18 @@ def do_nothing_simulation(task: Task) -> SimulationRun:
     )
 
 
+def _score(runner: TaskRunner, task: Task) -> float:
+    """The baseline's reward on ``task``; 0 when tau2's evaluator raises on it (mock's assertions on a task the
+    agent never created raise "not found"): the state the task asks for was not reached."""
+    try:
+        return runner.evaluate(task, do_nothing_simulation(task)).reward
+    except Exception as exc:  # noqa: BLE001 - any evaluator failure on a conversation that changed nothing
+        logger.info(
+            f"do-nothing baseline: tau2's evaluator raised on task {task.id} ({error_cause(exc)}); its reward is 0"
+        )
+        return 0.0
+
+
 def do_nothing_rewards(runner: TaskRunner, tasks: list[Task], run_dir: Path | None = None) -> dict[str, float]:
     """Task id -> the baseline's reward, for ``tasks`` only (each costs one evaluation, ~0.7 s on airline).
 
@@ -65,7 +79,7 @@ def do_nothing_rewards(runner: TaskRunner, tasks: list[Task], run_dir: Path | No
     for task in tasks:
         memo = (task_set, task.id)
         if task.id not in known and memo not in _MEMO:
-            _MEMO[memo] = runner.evaluate(task, do_nothing_simulation(task)).reward
+            _MEMO[memo] = _score(runner, task)
         rewards[task.id] = float(known.get(task.id, _MEMO.get(memo, 0.0)))
     if path is not None and any(t not in known for t in rewards):
         write_atomic(path, json.dumps({"task_set": task_set, "rewards": {**known, **rewards}}, indent=2))
