@@ -103,12 +103,12 @@ def test_page_has_every_run_its_numbers_and_inline_images(report):
     cells = re.findall(r'<td class="num">([^<]*)</td>', text)
     summary = json.loads((page.parents[1] / "summary.json").read_text())
     ci = {name: f"[{b['low']:.3f}, {b['high']:.3f}]" for name, b in summary["ci95"].items()}
-    # eval: reward [CI], no base, do-nothing (solves task 6 of 2 and 6), reward on task 2, pass^1, pass^2, errors, cost, wall
+    # eval: reward [CI], no base, do-nothing (solves task 6 of 2 and 6), reward on task 2, pass^1, pass^2, errors, cost, $/pair, wall
     assert [f"0.750 {ci['avg_reward']}", "—", "0.500", f"1.000 {ci['avg_reward_baseline_fails']}", f"0.750 {ci['pass^1']}",
-            f"0.500 {ci['pass^2']}", "1", "0.0000", "12.5"] == cells[:9]
+            f"0.500 {ci['pass^2']}", "1", "0.0000", "0.00000", "12.5"] == cells[:10]
     assert ci["pass^2"] == "[0.000, 1.000]"  # tasks drawn: 2 (both trials solved) and 6 (one)
-    # dpo (recorded before intervals, baseline and cost): adapter, base, -, -, pass^1, -, errors, -, wall
-    assert ["0.667", "0.333", "—", "—", "0.667", "—", "2", "—", "321.0"] == cells[9:18]
+    # dpo (recorded before intervals, baseline and cost): adapter, base, -, -, pass^1, -, errors, -, -, wall
+    assert ["0.667", "0.333", "—", "—", "0.667", "—", "2", "—", "—", "321.0"] == cells[10:20]
     assert "not trained: train_data gave no new dialogs this round &lt;none&gt;" in text  # escaped
     assert "<script" not in text and "http://" not in text and "https://" not in text
     images = re.findall(r'<img src="([^"]*)"', text)

@@ -41,7 +41,7 @@ from agentlab.eval.runner import TaskRunner
 from agentlab.eval.tools import patch_env_set_state
 from agentlab.eval.trajectory import row_key
 from agentlab.models.base import ChatModel
-from agentlab.models.pricing import role_costs
+from agentlab.models.pricing import role_costs, total_cost
 from agentlab.tracking.loggers import METRICS_FILE, NullLogger, metrics_of
 from agentlab.tracking.redact import scrub
 
@@ -264,14 +264,9 @@ def per_task_row(row: dict[str, Any]) -> dict[str, Any]:
         "duration_s": round(row.get("duration", 0.0), 2),
         "input_tokens": usage.get("input_token_count", 0),
         "output_tokens": usage.get("output_token_count", 0),
-        "cost_usd": _total(row.get("cost_usd") or {}),
+        "cost_usd": total_cost(row.get("cost_usd") or {}),
         "error": row.get("error", ""),
     }
-
-
-def _total(costs: dict[str, float | None]) -> float | None:
-    """A pair's dollars over its roles; None when a role's price is unknown."""
-    return None if any(v is None for v in costs.values()) else sum(v for v in costs.values() if v is not None)
 
 
 def with_interval(value: float | None, interval: dict[str, float] | None) -> str:

@@ -10,6 +10,7 @@ from typing import Any
 from tau2.metrics.agent_metrics import is_successful, pass_hat_k
 
 from agentlab.eval.results import error_type
+from agentlab.models.pricing import total_cost
 
 
 def pass_k(rows: list[dict[str, Any]], num_trials: int) -> dict[int, float]:
@@ -210,7 +211,7 @@ def cost(rows: list[dict[str, Any]]) -> dict[str, float | None]:
     for role in roles:
         values = [(row.get("cost_usd") or {}).get(role, 0.0) for row in rows if not row.get("error")]
         totals[role] = None if any(v is None for v in values) else sum(values)
-    total = None if any(v is None for v in totals.values()) else sum(v for v in totals.values() if v is not None)
+    total = total_cost(totals)
     return {**totals, "total": total, "per_pair": None if total is None or not rows else total / len(rows)}
 
 

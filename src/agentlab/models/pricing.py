@@ -79,3 +79,8 @@ def role_costs(
         prices = prices_by_role.get(role)
         costs[role] = None if prices is None else prices.cost(usage)
     return costs
+
+
+def total_cost(costs: dict[str, float | None]) -> float | None:
+    """The dollars of several roles together; None when any of them is unknown (a partial sum would mislead)."""
+    return None if any(v is None for v in costs.values()) else sum(v for v in costs.values() if v is not None)

@@ -80,6 +80,7 @@ class Run:
     baseline_reward: float | None = None  # the do-nothing baseline's average reward on the run's tasks
     reward_baseline_fails: float | None = None  # the run's average reward on the tasks the baseline fails
     cost_usd: float | None = None
+    cost_per_pair: float | None = None
 
 
 @dataclass(frozen=True)
@@ -176,6 +177,7 @@ def _extra_figures(flat: dict[str, Any], prefix: str, path: Path) -> dict[str, A
         "baseline_reward": _number(flat, f"{prefix}baseline/avg_reward", path),
         "reward_baseline_fails": _number(flat, f"{prefix}avg_reward_baseline_fails", path),
         "cost_usd": _number(flat, f"{prefix}cost_usd/total", path),
+        "cost_per_pair": _number(flat, f"{prefix}cost_usd/per_pair", path),
     }
 
 
@@ -301,12 +303,13 @@ def run_table(runs: list[Run]) -> RunTable:
     """One row per run, as text: shared by the HTML page and the printed summary."""
     max_k = max((k for r in runs for k in r.pass_k), default=0)
     headers = ["label", "kind", "experiment", "algo", "reward", "base", "do-nothing", "where it fails"]
-    headers += [f"pass^{k}" for k in range(1, max_k + 1)] + ["errors", "cost ($)", "wall (s)", "run dir", "note"]
+    headers += [f"pass^{k}" for k in range(1, max_k + 1)] + ["errors", "cost ($)", "$ / pair", "wall (s)", "run dir", "note"]
     rows = [
         [r.label, r.kind, r.experiment, r.algo, _ci(r, "avg_reward", r.avg_reward), _fmt(r.base_reward), _fmt(r.baseline_reward)]
         + [_ci(r, "avg_reward_baseline_fails", r.reward_baseline_fails)]
         + [_ci(r, f"pass^{k}", r.pass_k.get(k)) for k in range(1, max_k + 1)]
-        + [MISSING if r.errors is None else str(r.errors), _fmt(r.cost_usd, ".4f"), _fmt(r.wall_time_s, ".1f")]
+        + [MISSING if r.errors is None else str(r.errors), _fmt(r.cost_usd, ".4f"), _fmt(r.cost_per_pair, ".5f")]
+        + [_fmt(r.wall_time_s, ".1f")]
         + [display_path(r.path), r.note]
         for r in runs
     ]

@@ -51,7 +51,7 @@ def flat_figures(metrics: Mapping[str, Any]) -> dict[str, float | None]:
     figures.update({f"pass^{k}": v for k, v in metrics["pass^k"].items()})
     figures.update({name: metrics[name]["mean"] for name in METRIC_NAMES})
     figures["baseline/avg_reward"] = (harness.get("baseline") or {}).get("avg_reward")
-    figures["cost_usd/total"] = (harness.get("cost_usd") or {}).get("total")
+    figures.update({f"cost_usd/{key}": (harness.get("cost_usd") or {}).get(key) for key in ("total", "per_pair")})
     intervals = {**(harness.get("ci95") or {}), **{name: metrics[name] for name in METRIC_NAMES}}
     figures.update({f"ci95/{name}/{side}": bounds.get(side) for name, bounds in intervals.items() if bounds for side in ("low", "high")})
     return figures
