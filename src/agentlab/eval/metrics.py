@@ -138,17 +138,29 @@ def bootstrap_interval(
     return point, float(low), float(high)
 
 
-def _resampled_task_values(tasks: list[Any], drawn: Any, rng: Any, statistic: TaskStatistic, resample_trials: bool) -> Any:
-    """For each bootstrap sample (row of ``drawn``: task indices), the drawn tasks' statistics of (resampled) trials."""
+def _resampled_task_values(
+    tasks: list[Any], drawn: Any, rng: Any, statistic: TaskStatistic, resample_trials: bool, chunk: int = 200_000
+) -> Any:
+    """For each bootstrap sample (row of ``drawn``: task indices), the drawn tasks' statistics of (resampled) trials.
+
+    Vectorised per trial count (tasks with m trials share one m-column matrix), in chunks of drawn slots.
+    """
     import numpy as np
 
     if not resample_trials:
         return np.array([statistic(trials[None, :])[0] for trials in tasks])[drawn]
+    counts = np.array([len(trials) for trials in tasks])
     values = np.empty(drawn.shape)
-    for index, trials in enumerate(tasks):
-        rows, columns = np.nonzero(drawn == index)
-        picks = rng.integers(0, len(trials), size=(len(rows), len(trials)))
-        values[rows, columns] = statistic(trials[picks])
+    for m in np.unique(counts):
+        members = np.flatnonzero(counts == m)
+        matrix = np.stack([tasks[i] for i in members])
+        local = np.zeros(len(tasks), dtype=int)
+        local[members] = np.arange(len(members))
+        rows, columns = np.nonzero(counts[drawn] == m)
+        for start in range(0, len(rows), chunk):
+            r, c = rows[start : start + chunk], columns[start : start + chunk]
+            picks = rng.integers(0, m, size=(len(r), m))
+            values[r, c] = statistic(matrix[local[drawn[r, c]][:, None], picks])
     return values
 
 
