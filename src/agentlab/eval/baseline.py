@@ -9,6 +9,7 @@ history, the harness's greeting, the scripted oracle user's first message, one p
 from __future__ import annotations
 
 import json
+from concurrent.futures import Executor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -66,8 +67,11 @@ def _score(runner: TaskRunner, task: Task) -> float:
         return 0.0
 
 
-def do_nothing_rewards(runner: TaskRunner, tasks: list[Task], run_dir: Path | None = None) -> dict[str, float]:
-    """Task id -> the baseline's reward, for ``tasks`` only (each costs one evaluation, ~0.7 s on airline).
+def do_nothing_rewards(
+    runner: TaskRunner, tasks: list[Task], run_dir: Path | None = None, executor: Executor | None = None
+) -> dict[str, float]:
+    """Task id -> the baseline's reward, for ``tasks`` only (each costs one evaluation, ~0.7 s on airline), scored
+    in ``executor`` when given (the harness's evaluator processes overlap them).
 
     Rewards already in ``run_dir``'s ``baseline.json`` (same task set) or computed earlier in this process are reused.
     """
@@ -75,12 +79,12 @@ def do_nothing_rewards(runner: TaskRunner, tasks: list[Task], run_dir: Path | No
     path = run_dir / BASELINE_FILE if run_dir is not None else None
     cached = json.loads(path.read_text(encoding="utf-8")) if path is not None and path.is_file() else {}
     known = cached.get("rewards", {}) if cached.get("task_set") == task_set else {}
-    rewards: dict[str, float] = {}
-    for task in tasks:
-        memo = (task_set, task.id)
-        if task.id not in known and memo not in _MEMO:
-            _MEMO[memo] = _score(runner, task)
-        rewards[task.id] = float(known.get(task.id, _MEMO.get(memo, 0.0)))
+    todo = [t for t in tasks if t.id not in known and (task_set, t.id) not in _MEMO]
+    scores = (
+        executor.map(_score, [runner] * len(todo), todo) if executor is not None else (_score(runner, t) for t in todo)
+    )
+    _MEMO.update({(task_set, task.id): reward for task, reward in zip(todo, scores, strict=True)})
+    rewards = {t.id: float(known[t.id]) if t.id in known else _MEMO[(task_set, t.id)] for t in tasks}
     if path is not None and any(t not in known for t in rewards):
         write_atomic(path, json.dumps({"task_set": task_set, "rewards": {**known, **rewards}}, indent=2))
     return rewards

@@ -119,7 +119,8 @@ class Evaluation:
         self.logger.start(config, run_dir, name=name, group=group, job_type=self.job_type)
         self._stream(tasks, store, todo)
         rows = self.selected_rows(store.rows, tasks)
-        baseline = do_nothing_rewards(self.runner, tasks, run_dir)
+        with self._evaluator() as executor:
+            baseline = do_nothing_rewards(self.runner, tasks, run_dir, executor)
         summary = summarize(rows, self.num_trials, time.perf_counter() - started, baseline)
         self._record(run_dir, rows, tasks, summary)
         return summary
