@@ -392,7 +392,8 @@ def make_plots(runs: list[Run]) -> list[Plot]:
 
 
 def reward_figure(runs: list[Run]) -> Figure | None:
-    """Bars per run: one for an evaluation, base and adapter side by side for a training run."""
+    """Bars per run: one for an evaluation, base and adapter side by side for a training run; the run's own
+    reward with its 95% interval as an error bar, the do-nothing baseline as a dashed line across the run."""
     values = [v for r in runs for v in (r.avg_reward, r.base_reward) if v is not None]
     if not values:
         return None
@@ -402,7 +403,14 @@ def reward_figure(runs: list[Run]) -> Figure | None:
         bars = [(x + offset, value, name, color) for offset, value, name, color in _bars(run) if value is not None]
         for position, value, name, color in bars:
             ax.bar(position, value, width=0.4, color=color, label=name)
-            ax.annotate(f"{value:.2f}", (position, value), ha="center", va="bottom", fontsize=8)
+            ax.annotate(f"{value:.2f}", (position + 0.03, value), ha="left", va="bottom", fontsize=8)  # beside the error bar
+        interval = run.intervals.get("avg_reward")
+        if interval is not None and run.avg_reward is not None:
+            position = bars[-1][0]  # the run's own evaluation (a training run's adapter) is its last bar
+            error = [[run.avg_reward - interval[0]], [interval[1] - run.avg_reward]]
+            ax.errorbar(position, run.avg_reward, yerr=error, fmt="none", ecolor="#222", capsize=4, label="95% CI")
+        if run.baseline_reward is not None:
+            ax.hlines(run.baseline_reward, x - 0.4, x + 0.4, colors="#c0392b", linestyles="dashed", label="do-nothing baseline")
         if not bars:  # the run stays on the axis, saying why it has no bar
             status = run.note.split(":")[0] or "no evaluation"
             ax.annotate(status, (x, 0.02), ha="center", va="bottom", rotation=90, fontsize=8, color="#777")
