@@ -22,39 +22,11 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from tau2.data_model.message import AssistantMessage, UserMessage
-from tau2.data_model.simulation import SimulationRun, TerminationReason
-from tau2.data_model.tasks import Task
-from tau2.user.base import STOP
-
+from agentlab.eval.baseline import do_nothing_rewards
 from agentlab.eval.domains import Tau2Domain
 from agentlab.eval.metrics import bootstrap_interval
 from agentlab.eval.results import ResultStore
-from agentlab.eval.runner import DEFAULT_FIRST_AGENT_MESSAGE, TaskRunner
-from agentlab.models.oracle import user_opening
-
-NOTHING = "I am sorry, I cannot help with that."
-
-
-def do_nothing_reward(runner: TaskRunner, task: Task) -> float:
-    """tau2's reward for an agent that makes no call and says nothing of use (0.0 where tau2's evaluator
-    raises on it: an environment assertion about a record the agent never created)."""
-    history = list(task.initial_state.message_history or []) if task.initial_state else []
-    messages = [
-        *history,
-        AssistantMessage(role="assistant", content=DEFAULT_FIRST_AGENT_MESSAGE),
-        UserMessage(role="user", content=user_opening(task)),
-        AssistantMessage(role="assistant", content=NOTHING),
-        UserMessage(role="user", content=STOP),
-    ]
-    simulation = SimulationRun(
-        id=f"nothing-{task.id}", task_id=task.id, start_time="", end_time="", duration=0.0,
-        termination_reason=TerminationReason.USER_STOP, messages=messages, trial=0,
-    )
-    try:
-        return runner.evaluate(task, simulation).reward
-    except ValueError:
-        return 0.0
+from agentlab.eval.runner import TaskRunner
 
 
 def rewards_by_task(run_dir: Path) -> dict[str, list[float]]:
@@ -95,7 +67,7 @@ def main() -> None:
 
     domain = Tau2Domain("mock")
     runner = TaskRunner(domain)
-    nothing = {str(t.id): do_nothing_reward(runner, t) for t in domain.tasks(None)}
+    nothing = do_nothing_rewards(runner, domain.tasks(None))
     runs = {
         "base": rewards_by_task(args.base or args.sft / "eval_base"),
         "sft": rewards_by_task(args.sft / "eval_adapter"),

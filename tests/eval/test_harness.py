@@ -13,6 +13,7 @@ from agentlab.eval.results import RESULTS_FILE, TAU2_FILE
 from agentlab.eval.runner import TaskRunner
 from agentlab.models.base import ModelFactory
 from agentlab.models.oracle import OracleModel
+from agentlab.models.pricing import Prices
 
 TASK_IDS = ["1", "2", "4", "5"]
 
@@ -61,6 +62,52 @@ def test_oracle_scores_one_and_writes_tau2_format(airline, tmp_path):
     results = Results.model_validate_json((tmp_path / TAU2_FILE).read_text())
     assert len(results.simulations) == 4 and all(s.reward_info.reward == 1.0 for s in results.simulations)
     assert json.loads((tmp_path / "summary.json").read_text())["num_pairs"] == 4
+
+
+class PricedOracle(OracleModel):
+    """The oracle's moves, with a served model's prices and token counts (the oracle reports none)."""
+
+    def __init__(self, prices: Prices | None) -> None:
+        self.prices = prices
+
+    def client(self, task, role):
+        client = super().client(task, role)
+        inner = client._inner_get_response
+
+        async def counted(**kwargs):
+            response = await inner(**kwargs)
+            response.usage_details = {"input_token_count": 1000, "output_token_count": 100}
+            return response
+
+        client._inner_get_response = counted
+        return client
+
+
+def test_summary_has_intervals_the_do_nothing_baseline_and_cost(airline, tmp_path, capsys):
+    agent, user = PricedOracle(Prices(input=2.0, output=8.0)), PricedOracle(None)
+    evaluation = Evaluation(runner=TaskRunner(airline), agent=agent, user=user, task_split="base", task_ids=TASK_IDS, progress=False)
+    summary = evaluation(tmp_path, config={}, name="t", group="g")
+    # airline base: the do-nothing conversation scores 1.0 on tasks 1, 4 and 5 (it fails 2, which needs actions)
+    assert summary["baseline"]["task_rewards"] == {"1": 1.0, "2": 0.0, "4": 1.0, "5": 1.0}
+    assert (summary["baseline"]["avg_reward"], summary["baseline"]["tasks_solved"]) == (0.75, 3)
+    assert summary["avg_reward_baseline_fails"] == 1.0 and summary["num_tasks_baseline_fails"] == 1
+    assert summary["ci95"]["avg_reward"] == {"low": 1.0, "high": 1.0} and summary["ci95"]["pass^1"] == {"low": 1.0, "high": 1.0}
+    assert json.loads((tmp_path / "baseline.json").read_text())["rewards"] == summary["baseline"]["task_rewards"]
+    rows = _rows(tmp_path)
+    agent_calls = {r["task_id"]: r["usage_by_role"]["agent"]["input_token_count"] // 1000 for r in rows}
+    assert all(r["cost_usd"]["user"] is None for r in rows) and all(n >= 2 for n in agent_calls.values())
+    assert {r["task_id"]: r["cost_usd"]["agent"] for r in rows} == {t: n * (1000 * 2.0 + 100 * 8.0) / 1e6 for t, n in agent_calls.items()}
+    assert summary["cost_usd"]["user"] is None and summary["cost_usd"]["total"] is None  # the user's price is unknown
+    assert summary["cost_usd"]["agent"] == pytest.approx(sum(agent_calls.values()) * 0.0028)
+    assert "do-nothing baseline reward" in capsys.readouterr().out
+
+    user.prices = Prices(input=1.0, output=1.0)
+    summary = Evaluation(runner=TaskRunner(airline), agent=agent, user=user, task_split="base", task_ids=TASK_IDS, progress=False)(
+        tmp_path / "priced", config={}, name="t", group="g"
+    )
+    rows = _rows(tmp_path / "priced")
+    assert summary["cost_usd"]["total"] == pytest.approx(sum(sum(r["cost_usd"].values()) for r in rows))
+    assert summary["cost_usd"]["per_pair"] == pytest.approx(summary["cost_usd"]["total"] / 4)
 
 
 def test_concurrent_run_equals_sequential(airline, tmp_path):

@@ -55,9 +55,8 @@ def test_nl_assertions_are_judged_by_the_configured_model_and_its_tokens_counted
     with JudgeServer(met=met) as server:
         summary, rows = _evaluate(airline, tmp_path, "nl_assertions", _judge(server))
         requests = server.app.requests
-    assert [r["model"] for r in requests] == [JUDGE_MODEL] * len(
-        TASKS
-    )  # one judge call per pair, none to tau2's default
+    # one judge call per pair and one per task for the do-nothing baseline (scored as the pairs), none to tau2's default
+    assert [r["model"] for r in requests] == [JUDGE_MODEL] * 2 * len(TASKS)
     assert all(r["temperature"] == 0.0 for r in requests)
     tasks = {t.id: t for t in airline.tasks("base")}
     for task_id, row in rows.items():
@@ -79,7 +78,7 @@ def test_all_with_nl_assertions_records_the_judge_on_top_of_the_reward_basis(air
     """Airline's reward basis is DB + COMMUNICATE: the judge's verdict is recorded, the reward stays tau2's."""
     with JudgeServer(met=False) as server:
         summary, rows = _evaluate(airline, tmp_path, "all_with_nl_assertions", _judge(server), evaluator_processes=1)
-        assert len(server.app.requests) == len(TASKS)
+        assert len(server.app.requests) == 2 * len(TASKS)  # the pairs and the do-nothing baseline
     assert (
         summary["avg_reward"] == 1.0 and summary["judge_input_tokens"] == PROMPT_TOKENS * 2
     )  # counted from a worker process

@@ -96,3 +96,64 @@ def test_bootstrap_interval_covers_the_mean_and_shrinks_with_agreement() -> None
     assert gain == 0.5 and low == 0.0 and high == 1.0  # paired: the same tasks are drawn for both runs
     with pytest.raises(ValueError, match="not in the baseline"):
         bootstrap_interval({"a": [1.0]}, baseline_by_task={"b": [1.0]})
+
+
+def test_bootstrap_intervals_match_known_answers() -> None:
+    from scipy.stats import binom
+
+    from agentlab.eval.metrics import bootstrap_interval, pass_hat_k_of_trials
+
+    # Tasks only vary (trials alike): a draw of 10 tasks, 5 of them solved, solves Binomial(10, 1/2) of them.
+    half = {str(i): [float(i % 2)] * 3 for i in range(10)}
+    exact = (binom.ppf(0.025, 10, 0.5) / 10, binom.ppf(0.975, 10, 0.5) / 10)
+    assert bootstrap_interval(half) == (0.5, *exact) == (0.5, 0.2, 0.8)
+    # Trials only vary: 100 alike tasks, each a fair coin in 2 trials; a task's resampled mean has variance 1/8,
+    # so the mean over tasks is ~ Normal(1/2, 1/800): 0.5 +- 1.96 * 0.0354.
+    coins = {str(i): [0.0, 1.0] for i in range(100)}
+    mean, low, high = bootstrap_interval(coins)
+    assert mean == 0.5 and low == pytest.approx(0.5 - 0.0693, abs=0.01) and high == pytest.approx(0.5 + 0.0693, abs=0.01)
+    # pass^2: half the tasks always succeed (1), half succeed once in two trials (C(1,2)/C(2,2) = 0); tasks drawn only.
+    mixed = {str(i): [1.0, 1.0] if i % 2 else [0.0, 1.0] for i in range(10)}
+    assert bootstrap_interval(mixed, statistic=pass_hat_k_of_trials(2), resample_trials=False) == (0.5, 0.2, 0.8)
+    assert bootstrap_interval(mixed, statistic=pass_hat_k_of_trials(1))[0] == 0.75
+
+
+def test_paired_difference_on_two_crafted_runs() -> None:
+    from scipy.stats import binom
+
+    from agentlab.eval.metrics import paired_difference
+
+    a = {"1": [1.0], "2": [0.0], "3": [0.0], "4": [1.0], "6": [1.0]}
+    b = {"1": [1.0], "2": [1.0], "3": [0.0], "4": [0.0], "5": [0.0]}
+    paired = paired_difference(a, b)
+    assert (paired.common, paired.only_a, paired.only_b) == (["1", "2", "3", "4"], ["6"], ["5"])
+    assert paired.improved == {"2": (0.0, 1.0)} and paired.worsened == {"4": (1.0, 0.0)}
+    # per-task gains (0, +1, 0, -1): the sum of 4 drawn gains is Binomial(8, 1/2) - 4, so the interval is exact
+    assert paired.difference == 0.0
+    assert (paired.low, paired.high) == ((binom.ppf(0.025, 8, 0.5) - 4) / 4, (binom.ppf(0.975, 8, 0.5) - 4) / 4) == (-0.75, 0.75)
+    better = paired_difference(a, {t: [1.0] for t in a})  # B solves everything: only A's failures can move
+    assert better.difference == 0.4 and better.low >= 0.0 and set(better.improved) == {"2", "3"} and not better.worsened
+    assert paired_difference({"1": [1.0]}, {"2": [1.0]}).difference is None
+
+
+def test_summary_carries_intervals_and_the_do_nothing_baseline() -> None:
+    rows = [_row("a", 0), _row("a", 1), _row("b", 0, 0.0), _row("b", 1), _row("c", 0, 0.0), _row("c", 1, 0.0)]
+    summary = summarize(rows, num_trials=2, wall_time=1.0, baseline={"a": 1.0, "b": 0.0, "c": 0.0, "z": 1.0})
+    assert summary["baseline"] == {
+        "policy": "do_nothing", "avg_reward": 1 / 3, "tasks_solved": 1, "num_tasks": 3, "task_rewards": {"a": 1.0, "b": 0.0, "c": 0.0},
+    }
+    assert summary["avg_reward_baseline_fails"] == 0.25 and summary["num_tasks_baseline_fails"] == 2
+    ci = summary["ci95"]
+    assert set(ci) == {"avg_reward", "pass^1", "pass^2", "avg_reward_baseline_fails"}
+    assert ci["avg_reward"]["low"] <= summary["avg_reward"] <= ci["avg_reward"]["high"]
+    assert ci["pass^2"] == {"low": 0.0, "high": 1.0}  # tasks drawn: a (1), b (0), c (0)
+    assert summarize(rows, num_trials=2, wall_time=1.0)["ci95"]["avg_reward"] == ci["avg_reward"]
+    assert summary["cost_usd"] == {"total": 0.0, "per_pair": 0.0}  # rows without usage: nothing spent
+
+
+def test_cost_sums_roles_and_stays_unknown_without_a_price() -> None:
+    from agentlab.eval.metrics import cost
+
+    rows = [{**_row("a", 0), "cost_usd": {"agent": 0.25, "user": 0.5}}, {**_row("b", 0), "cost_usd": {"agent": 0.25, "user": None}}]
+    assert cost(rows) == {"agent": 0.5, "user": None, "total": None, "per_pair": None}
+    assert cost(rows[:1] + [{**_row("c", 0, 0.0), "error": "RuntimeError: x"}]) == {"agent": 0.25, "user": 0.5, "total": 0.75, "per_pair": 0.375}

@@ -54,7 +54,8 @@ class ScriptedModel(ModelFactory):
         item = self.replies[query].pop(0)
         if isinstance(item, Exception):
             raise item
-        return ChatResponse(messages=[Message(role="assistant", contents=[Content.from_text(item)])])
+        usage = {"input_token_count": 100, "output_token_count": 10}  # what a served judge reports per call
+        return ChatResponse(messages=[Message(role="assistant", contents=[Content.from_text(item)])], usage_details=usage)
 
     async def aclose(self) -> None:
         self.closed += 1

@@ -72,7 +72,7 @@ def test_rule_length_bounds() -> None:
         ("q1", "answer shorter than 5 chars"),
         ("q3", "answer longer than 10 chars"),
     ]
-    assert report.to_dict() == {"name": "rule", "kept": 1, "dropped": 2, "reasons": report.reasons}
+    assert report.to_dict() == {"name": "rule", "kept": 1, "dropped": 2, "reasons": report.reasons, "cost_usd": 0.0}
 
 
 def test_rule_on_query_field_and_no_bounds() -> None:

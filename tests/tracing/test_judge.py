@@ -9,6 +9,7 @@ import pytest
 from loguru import logger
 from scripted_judge import GOOD, ScriptedModel, bad
 
+from agentlab.models.pricing import Prices
 from agentlab.tracing.filters import build_filters
 from agentlab.tracing.judge import REASK, LLMJudgeFilter, Verdict, parse_verdict
 
@@ -34,6 +35,18 @@ def test_good_kept_bad_dropped_with_reasons() -> None:
         ("q3", "judged BAD: empty answer"),
     ]
     assert model.closed == 1
+
+
+def test_report_has_the_judges_cost_from_its_token_usage() -> None:
+    model = ScriptedModel({"q1": [GOOD], "q2": ["no verdict here", GOOD]})  # q2 is re-asked once: 3 calls
+    _, report = LLMJudgeFilter(model).apply([task("q1"), task("q2")], [])
+    assert report.cost_usd == 0.0 and report.to_dict()["cost_usd"] == 0.0  # a local judge costs nothing
+    model = ScriptedModel({"q1": [GOOD], "q2": ["no verdict here", GOOD]})
+    model.prices = Prices(input=1.0, output=10.0)
+    assert LLMJudgeFilter(model).apply([task("q1"), task("q2")], [])[1].cost_usd == pytest.approx(3 * (100 * 1.0 + 10 * 10.0) / 1e6)
+    model = ScriptedModel({"q1": [GOOD]})
+    model.prices = None  # a served judge litellm does not know
+    assert LLMJudgeFilter(model).apply([task("q1")], [])[1].cost_usd is None
 
 
 def test_prompt_holds_criteria_rubrics_and_conversation() -> None:

@@ -32,7 +32,7 @@ def test_judge_drops_are_recorded_and_the_rest_become_dialogs(tmp_path):
     [rejected] = [json.loads(line) for line in (tmp_path / "store" / "tasks.rejected.jsonl").read_text().splitlines()]
     assert rejected["filter"] == "llm_evaluate" and "the answer is in Chinese" in rejected["reason"] and rejected["query"] == Q5
     report = json.loads((tmp_path / "round1" / "data" / "tracing.json").read_text())
-    assert report["filters"][1] == {"name": "llm_evaluate", "kept": 2, "dropped": 1, "reasons": {"judged BAD": 1}}
+    assert report["filters"][1] == {"name": "llm_evaluate", "kept": 2, "dropped": 1, "reasons": {"judged BAD": 1}, "cost_usd": 0.0}
 
     tool_dialog = next(d for d in dialogs if d.turns[-1]["content"] == A2)
     assert [t["role"] for t in tool_dialog.turns] == ["user", "assistant", "user", "assistant", "tool", "assistant"]

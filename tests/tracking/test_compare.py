@@ -19,6 +19,8 @@ from conftest import ROOT
 from matplotlib.image import imread
 
 from agentlab.compare import main
+from agentlab.eval.metrics import summarize
+from agentlab.tracking.loggers import flatten
 
 EVAL_LABEL = "+experiment=tau2_airline num_trials=2"
 DPO_LABEL = "+experiment=rl_airline rl_algo=dpo"
@@ -34,13 +36,14 @@ def _write_run(path: Path, target: str, experiment: str, overrides: list[str], s
     (path / "summary.json").write_text(json.dumps(summary, indent=2))
 
 
-def _write_results(path: Path, rewards: dict[tuple[str, int], float], error: tuple[str, int] | None = None) -> None:
+def _write_results(path: Path, rewards: dict[tuple[str, int], float], error: tuple[str, int] | None = None) -> list[dict]:
     rows = [{"id": t, "task_id": t, "trial": trial, "reward": r, "messages": []} for (t, trial), r in rewards.items()]
     for row in rows:
         if (row["task_id"], row["trial"]) == error:
             row.update(error="TimeoutError: boom", reward=0.0)
     path.mkdir(parents=True, exist_ok=True)
     (path / "results.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return rows
 
 
 def _eval_summary(avg: float, pass_k: dict[str, float], errors: int, wall: float) -> dict:
@@ -50,15 +53,14 @@ def _eval_summary(avg: float, pass_k: dict[str, float], errors: int, wall: float
 def make_runs(root: Path) -> tuple[Path, Path]:
     """An evaluation run, and a sweep of two training runs (one trained and evaluated, one with nothing to train)."""
     evaluation = root / "tau2_airline" / "2026-11-22_00-54-38"
-    _write_run(evaluation, "agentlab.eval.harness.Evaluation", "tau2_airline", ["+experiment=tau2_airline", "num_trials=2"],
-               _eval_summary(0.75, {"1": 0.75, "2": 0.5}, 1, 12.5))
-    _write_results(evaluation, {("2", 0): 1.0, ("6", 0): 1.0, ("2", 1): 1.0, ("6", 1): 0.0}, error=("6", 1))
+    rows = _write_results(evaluation, {("2", 0): 1.0, ("6", 0): 1.0, ("2", 1): 1.0, ("6", 1): 0.0}, error=("6", 1))
+    summary = summarize(rows, num_trials=2, wall_time=12.5, baseline={"2": 0.0, "6": 1.0})  # the harness's own summary
+    _write_run(evaluation, "agentlab.eval.harness.Evaluation", "tau2_airline", ["+experiment=tau2_airline", "num_trials=2"], summary)
 
     sweep = root / "sweep"
     dpo = sweep / "rl_algo=dpo"
     evals = {"base": _eval_summary(1 / 3, {"1": 1 / 3}, 0, 4.0), "adapter": _eval_summary(2 / 3, {"1": 2 / 3}, 2, 5.0)}
-    flat = {f"eval_{label}/{k}": v for label, s in evals.items() for k, v in s.items() if k != "pass^k"}
-    flat |= {f"eval_{label}/pass^1": s["pass^k"]["1"] for label, s in evals.items()}
+    flat = {f"eval_{label}/{k}": v for label, s in evals.items() for k, v in flatten(s).items()}  # a run before intervals
     _write_run(dpo, "agentlab.training.stage.Training", "rl_airline", ["+experiment=rl_airline", "rl_algo=dpo"], {
         "algo": "dpo", "started_from": None, "trained": True, "train/loss": 0.4, "data/samples": 3, **flat,
         "avg_reward": 2 / 3, "wall_time_s": 321.0,
@@ -95,10 +97,18 @@ def test_page_has_every_run_its_numbers_and_inline_images(report):
     text = page.read_text(encoding="utf-8")
     for label in (EVAL_LABEL, DPO_LABEL, GRPO_LABEL):
         assert f">{html.escape(label)}</td>" in text
-    assert text.count("<tr>") == 4  # header + 3 runs: eval_base/ and eval_adapter/ belong to the dpo run
+    runs_table, paired_table = text.split("<h2>Paired comparison</h2>")
+    assert runs_table.count("<tr>") == 4  # header + 3 runs: eval_base/ and eval_adapter/ belong to the dpo run
+    assert paired_table.split("</table>")[0].count("<tr>") == 2  # the dpo run against the evaluation (grpo has no results)
     cells = re.findall(r'<td class="num">([^<]*)</td>', text)
-    assert ["0.750", "—", "0.750", "0.500", "1", "12.5"] == cells[:6]  # eval: reward, no base, pass^1, pass^2, errors, wall
-    assert ["0.667", "0.333", "0.667", "—", "2", "321.0"] == cells[6:12]  # dpo: adapter, base, pass^1, -, errors, wall
+    summary = json.loads((page.parents[1] / "summary.json").read_text())
+    ci = {name: f"[{b['low']:.3f}, {b['high']:.3f}]" for name, b in summary["ci95"].items()}
+    # eval: reward [CI], no base, do-nothing (solves task 6 of 2 and 6), reward on task 2, pass^1, pass^2, errors, cost, $/pair, wall
+    assert [f"0.750 {ci['avg_reward']}", "—", "0.500", f"1.000 {ci['avg_reward_baseline_fails']}", f"0.750 {ci['pass^1']}",
+            f"0.500 {ci['pass^2']}", "1", "0.0000", "0.00000", "12.5"] == cells[:10]
+    assert ci["pass^2"] == "[0.000, 1.000]"  # tasks drawn: 2 (both trials solved) and 6 (one)
+    # dpo (recorded before intervals, baseline and cost): adapter, base, -, -, pass^1, -, errors, -, -, wall
+    assert ["0.667", "0.333", "—", "—", "0.667", "—", "2", "—", "—", "321.0"] == cells[10:20]
     assert "not trained: train_data gave no new dialogs this round &lt;none&gt;" in text  # escaped
     assert "<script" not in text and "http://" not in text and "https://" not in text
     images = re.findall(r'<img src="([^"]*)"', text)
@@ -149,3 +159,36 @@ def test_corrupt_summary_exits_2_naming_the_file(tmp_path, capsys):
         main([str(evaluation)])
     assert exit_info.value.code == 2
     assert f"{evaluation / 'summary.json'}: not valid JSON" in capsys.readouterr().err
+
+
+def _eval_run(path: Path, rewards: dict[str, float]) -> Path:
+    """An evaluation run dir of one trial per task, its summary the harness's own."""
+    rows = _write_results(path, {(t, 0): r for t, r in rewards.items()})
+    _write_run(path, "agentlab.eval.harness.Evaluation", "tau2_airline", ["+experiment=tau2_airline"], summarize(rows, 1, 1.0))
+    return path
+
+
+def test_compare_two_runs_reports_the_paired_difference_and_flipped_tasks(tmp_path, capsys):
+    a = _eval_run(tmp_path / "a", {"1": 1.0, "2": 0.0, "3": 0.0, "4": 1.0})
+    b = _eval_run(tmp_path / "b", {"1": 1.0, "2": 1.0, "3": 1.0, "4": 0.0})
+    main([str(a), str(b), "--out", str(tmp_path / "out")])
+    printed = capsys.readouterr().out
+    # per-task gains (0, +1, +1, -1): mean +0.25; the sum of 4 drawn gains is -4..4, its 2.5% / 97.5% points -2 and 4 (P(sum <= -3) = 5/256, P(sum <= -2) = 19/256, P(sum = 4) = 16/256)
+    assert "b vs a: reward difference +0.250 [95% CI -0.500, +1.000] on 4 tasks" in printed
+    assert "up: 2 (0.00→1.00), 3 (0.00→1.00); down: 4 (1.00→0.00)" in printed and "warning" not in printed
+    page = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    assert "+0.250 [-0.500, +1.000]" in page and "4 (1.00→0.00)" in page
+
+
+def test_compare_runs_over_different_tasks_says_so_and_compares_the_common_ones(tmp_path, capsys):
+    a = _eval_run(tmp_path / "a", {"1": 1.0, "2": 0.0, "7": 1.0})
+    b = _eval_run(tmp_path / "b", {"1": 1.0, "2": 1.0, "9": 0.0})
+    main([str(a), str(b), "--out", str(tmp_path / "out")])
+    printed = " ".join(capsys.readouterr().out.split())  # rich may wrap the warning
+    assert "warning: b and a ran different task sets (only a: 7; only b: 9); compared on the 2 common tasks" in printed
+    assert "b vs a: reward difference +0.500" in printed and "on 2 tasks; up: 2 (0.00→1.00); down: none" in printed
+    c = _eval_run(tmp_path / "c", {"8": 1.0})
+    main([str(a), str(c), "--out", str(tmp_path / "out2")])
+    printed = " ".join(capsys.readouterr().out.split())
+    assert "warning: c and a ran no task in common (only a: 1, 2, 7; only c: 8); not compared" in printed
+    assert "reward difference" not in printed

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 from conftest import ROOT
+from tracking_records import read_offline_run
 
 from agentlab.tracking.loggers import flatten
 from agentlab.tracking.redact import REDACTED, redact
@@ -41,3 +42,7 @@ def test_offline_wandb_run_and_no_secret_in_any_written_file(tmp_path):
     for path in tmp_path.rglob("*"):
         if path.is_file():
             assert SECRET.encode() not in path.read_bytes(), f"secret leaked into {path}"
+    summary = read_offline_run(tmp_path)["summary"]  # intervals, the do-nothing baseline and the cost reach W&B
+    assert summary["eval/avg_reward"] == 1.0 and summary["eval/ci95/avg_reward/low"] == summary["eval/ci95/pass^1/high"] == 1.0
+    assert summary["eval/baseline/avg_reward"] == 0.5 and summary["eval/avg_reward_baseline_fails"] == 1.0  # test tasks 2, 6
+    assert summary["eval/cost_usd/total"] == 0.0

@@ -71,9 +71,13 @@ def test_plan_success_needs_every_gold_action_in_order(tasks):
     assert plan_success([], gold) == 0.0 and plan_success([], gold_actions(tasks["0"])) == 1.0
 
 
-def test_stats_are_mean_population_std_and_count():
-    assert stats([1.0, 0.5, 0.0]) == pytest.approx({"mean": 0.5, "std": math.sqrt(1 / 6), "count": 3})
-    assert stats([]) == {"mean": None, "std": None, "count": 0}
+def test_stats_are_mean_population_std_count_and_interval_over_tasks():
+    stat = stats({"a": [1.0], "b": [0.5], "c": [0.0]})
+    assert {k: stat[k] for k in ("mean", "std", "count")} == pytest.approx({"mean": 0.5, "std": math.sqrt(1 / 6), "count": 3})
+    assert 0.0 <= stat["low"] < 0.5 < stat["high"] <= 1.0
+    # one task, trials resampled within it: the mean of 2 draws from {0, 1} is 0, .5 or 1 -> the interval is [0, 1]
+    assert stats({"a": [0.0, 1.0]}) == {"mean": 0.5, "std": 0.5, "count": 2, "low": 0.0, "high": 1.0}
+    assert stats({}) == {"mean": None, "std": None, "count": 0, "low": None, "high": None}
 
 
 @pytest.fixture
@@ -129,7 +133,7 @@ def test_metrics_of_real_oracle_rollouts_are_perfect(airline, tmp_path):
     real = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
     metrics = compute_metrics(real)
     assert {name: metrics[name] for name in METRIC_NAMES} == {
-        name: {"mean": 1.0, "std": 0.0, "count": 1} for name in METRIC_NAMES
+        name: {"mean": 1.0, "std": 0.0, "count": 1, "low": 1.0, "high": 1.0} for name in METRIC_NAMES
     }
 
 
@@ -138,11 +142,12 @@ def test_write_report_writes_json_and_a_markdown_table(rows, tmp_path):
     json_path, md_path = write_report(metrics, tmp_path / "report")
     assert json.loads(json_path.read_text())["plan_success_rate"] == pytest.approx(metrics["plan_success_rate"])
     table = md_path.read_text().splitlines()
-    assert table[0] == "| metric | mean | std | count |"
-    assert "| tool_selection_accuracy | 0.500 | 0.408 | 3 |" in table
-    assert "| pass^2 | 0.000 |  |  |" in table
+    assert table[0] == "| metric | mean | 95% CI | std | count |"
+    low, high = metrics["tool_selection_accuracy"]["low"], metrics["tool_selection_accuracy"]["high"]
+    assert f"| tool_selection_accuracy | 0.500 | [{low:.3f}, {high:.3f}] | 0.408 | 3 |" in table
+    assert "| pass^2 | 0.000 | [0.000, 0.000] |  |  |" in table  # one task has both trials: tasks-only draws
 
 
 def test_no_rows_gives_empty_metrics():
     metrics = compute_metrics([])
-    assert metrics["end_to_end_success"] == {"mean": None, "std": None, "count": 0} and metrics["pass^k"] == {}
+    assert metrics["end_to_end_success"]["count"] == 0 and metrics["pass^k"] == {} and metrics["ci95"] == {}

@@ -29,6 +29,7 @@ from tau2.data_model.tasks import Task
 from tqdm import tqdm
 
 from agentlab.config import ConfigError, UserError, error_cause
+from agentlab.eval.baseline import do_nothing_rewards
 from agentlab.eval.metrics import summarize
 from agentlab.eval.results import (
     INFRASTRUCTURE_ERROR,
@@ -44,8 +45,9 @@ from agentlab.eval.results import (
 )
 from agentlab.eval.runner import TaskRunner
 from agentlab.eval.tools import patch_env_set_state
-from agentlab.eval.trajectory import row_key
+from agentlab.eval.trajectory import Trajectory, row_key
 from agentlab.models.base import ChatModel
+from agentlab.models.pricing import role_costs, total_cost
 from agentlab.tracking.loggers import METRICS_FILE, NullLogger, metrics_of
 from agentlab.tracking.redact import scrub
 
@@ -129,7 +131,9 @@ class Evaluation:
         self.logger.start(config, run_dir, name=name, group=group, job_type=self.job_type)
         self._stream(tasks, store, todo)
         rows = self.selected_rows(store.rows, tasks)
-        summary = summarize(rows, self.num_trials, time.perf_counter() - started)
+        with self._evaluator() as executor:
+            baseline = do_nothing_rewards(self.runner, tasks, run_dir, executor)
+        summary = summarize(rows, self.num_trials, time.perf_counter() - started, baseline)
         self._record(run_dir, rows, tasks, summary)
         return summary
 
@@ -237,7 +241,12 @@ class Evaluation:
                     attempt += 1
                     continue
                 return {**row_key(task, trial, config), **error_fields(exc), "attempts": attempt, "duration": time.perf_counter() - started}
-            return {**played.to_row(config), "attempts": attempt}
+            return {**played.to_row(config), "attempts": attempt, "cost_usd": self.costs(played)}
+
+    def costs(self, played: Trajectory) -> dict[str, float | None]:
+        """A pair's dollars per role: agent, user simulator, and the NL-assertion judge when one is asked."""
+        usage = {**played.usage_by_role, **({"judge": played.judge_usage} if self.runner.needs_judge else {})}
+        return role_costs(usage, {"agent": self.agent.prices, "user": self.user.prices, "judge": self.runner.judge.prices})
 
     def model_config(self) -> dict[str, Any]:
         """The seed's ``config`` field: which models played, and the runner's limits."""
@@ -288,20 +297,37 @@ def per_task_row(row: dict[str, Any]) -> dict[str, Any]:
         "duration_s": round(row.get("duration", 0.0), 2),
         "input_tokens": usage.get("input_token_count", 0),
         "output_tokens": usage.get("output_token_count", 0),
+        "cost_usd": total_cost(row.get("cost_usd") or {}),
         "error": row.get("error", ""),
     }
 
 
+def with_interval(value: float | None, interval: dict[str, float] | None) -> str:
+    """``0.450 [0.300, 0.600]``: a mean and its 95% bootstrap interval."""
+    if value is None:
+        return "-"
+    return f"{value:.3f}" + (f" [{interval['low']:.3f}, {interval['high']:.3f}]" if interval else "")
+
+
 def print_summary(summary: dict[str, Any], run_dir: Path) -> None:
-    """The end-of-run table."""
+    """The end-of-run table: means with their 95% bootstrap intervals over tasks."""
     table = Table(title="agentlab evaluation", caption=str(run_dir))
     table.add_column("metric")
-    table.add_column("value", justify="right")
+    table.add_column("value [95% CI]", justify="right")
+    ci = summary.get("ci95") or {}
     table.add_row("pairs (task x trial)", str(summary["num_pairs"]))
     table.add_row("infrastructure errors (not scored)", str(summary["infrastructure_errors"]))
-    table.add_row("average reward", f"{summary['avg_reward']:.3f}")
+    table.add_row("average reward", with_interval(summary["avg_reward"], ci.get("avg_reward")))
     for k, value in summary["pass^k"].items():
-        table.add_row(f"pass^{k}", f"{value:.3f}")
+        table.add_row(f"pass^{k}", with_interval(value, ci.get(f"pass^{k}")))
+    baseline = summary.get("baseline")
+    if baseline:
+        solved = f"{baseline['tasks_solved']}/{baseline['num_tasks']} tasks"
+        table.add_row("do-nothing baseline reward", f"{with_interval(baseline['avg_reward'], None)} ({solved})")
+        table.add_row(
+            f"reward where it fails ({summary['num_tasks_baseline_fails']} tasks)",
+            with_interval(summary["avg_reward_baseline_fails"], ci.get("avg_reward_baseline_fails")),
+        )
     for reason, count in sorted(summary["termination_reasons"].items()):
         table.add_row(f"ended: {reason}", str(count))
     table.add_row("errors (scored 0)", str(summary["errors"]))
@@ -311,5 +337,12 @@ def print_summary(summary: dict[str, Any], run_dir: Path) -> None:
     table.add_row("tool-call format validity", f"{summary['tool_call_validity']:.3f}")
     table.add_row("tokens in / out (judge's included)", f"{summary['input_tokens']} / {summary['output_tokens']}")
     table.add_row("judge tokens in / out", f"{summary['judge_input_tokens']} / {summary['judge_output_tokens']}")
+    costs = summary.get("cost_usd") or {}
+    shown = ", ".join(f"{role} {_dollars(v)}" for role, v in costs.items() if role not in ("total", "per_pair"))
+    table.add_row("cost (USD)", f"{_dollars(costs.get('total'))} ({shown}; {_dollars(costs.get('per_pair'))} a pair)")
     table.add_row("wall time (s)", f"{summary['wall_time_s']:.1f}")
     Console().print(table)
+
+
+def _dollars(value: float | None) -> str:
+    return "unknown" if value is None else f"${value:.4f}"

@@ -7,19 +7,19 @@ mean, as tau2 leaves them out; the tokens they spent still count.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from tau2.metrics.agent_metrics import is_successful, pass_hat_k
 
 from agentlab.eval.results import INFRASTRUCTURE_ERROR, error_type, infrastructure_error, scored
+from agentlab.models.pricing import total_cost
 
 
 def pass_k(rows: list[dict[str, Any]], num_trials: int) -> dict[int, float]:
     """pass^k for k = 1..num_trials, averaged over the tasks that have all ``num_trials`` trials."""
-    by_task: dict[str, list[float]] = defaultdict(list)
-    for row in rows:
-        by_task[row["task_id"]].append(row["reward"])
-    complete = [rewards for rewards in by_task.values() if len(rewards) >= num_trials]
+    complete = [rewards for rewards in rewards_by_task(rows).values() if len(rewards) >= num_trials]
     if not complete:
         return {}
     return {
@@ -61,11 +61,23 @@ def termination_reason(row: dict[str, Any]) -> str:
     return INFRASTRUCTURE_ERROR if infrastructure_error(row) else row.get("termination_reason") or "error"
 
 
-def summarize(rows: list[dict[str, Any]], num_trials: int, wall_time: float) -> dict[str, Any]:
-    """The end-of-run summary: rewards, pass^k, termination reasons, errors, tokens (the judge's too), time."""
+def summarize(
+    rows: list[dict[str, Any]], num_trials: int, wall_time: float, baseline: dict[str, float] | None = None
+) -> dict[str, Any]:
+    """The end-of-run summary: rewards and pass^k with their 95% intervals (``ci95``), the do-nothing ``baseline``
+    (task id -> its reward) and the reward on the tasks it fails, termination reasons, errors, tokens (the
+    judge's too), cost, time. Infrastructure errors are in no mean and no interval."""
     counted = scored(rows)
     usage, judge = tokens(rows, "usage"), tokens(rows, "judge_usage")
     rewards = [row["reward"] for row in counted]
+    by_task = rewards_by_task(counted)
+    versus = against_baseline(by_task, baseline) if baseline is not None else {}
+    intervals = reward_intervals(by_task, num_trials)
+    if versus:
+        fails = versus["baseline"]["task_rewards"]
+        intervals["avg_reward_baseline_fails"] = interval(
+            {t: r for t, r in by_task.items() if t in fails and not is_successful(fails[t])}
+        )
     return {
         "num_pairs": len(rows),
         "num_tasks": len({row["task_id"] for row in rows}),
@@ -73,6 +85,8 @@ def summarize(rows: list[dict[str, Any]], num_trials: int, wall_time: float) -> 
         "infrastructure_errors": len(rows) - len(counted),
         "avg_reward": sum(rewards) / len(rewards) if rewards else 0.0,
         "pass^k": pass_k(counted, num_trials),
+        "ci95": intervals,
+        **versus,
         "termination_reasons": dict(Counter(termination_reason(row) for row in rows)),
         "errors": sum(1 for row in counted if row.get("error")),  # error rows that score 0 (the agent's)
         "error_causes": dict(Counter(error_type(row) for row in rows if row.get("error"))),  # exception type -> pairs
@@ -80,24 +94,52 @@ def summarize(rows: list[dict[str, Any]], num_trials: int, wall_time: float) -> 
         "output_tokens": usage.get("output_token_count", 0) + judge.get("output_token_count", 0),
         "judge_input_tokens": judge.get("input_token_count", 0),
         "judge_output_tokens": judge.get("output_token_count", 0),
+        "cost_usd": cost(rows),
         **tool_call_format(counted),
         "wall_time_s": round(wall_time, 2),
     }
 
 
+
+TaskStatistic = Callable[[Any], Any]  # (samples, trials) array of one task's resampled trials -> (samples,) values
+
+
+def mean_of_trials(trials: Any) -> Any:
+    """A task's value for the average reward (and any per-row metric): the mean of its trials."""
+    return trials.mean(axis=1)
+
+
+def pass_hat_k_of_trials(k: int) -> TaskStatistic:
+    """A task's pass^k (tau2's C(s,k)/C(n,k), success = reward 1 +- 1e-6) from its trials' rewards."""
+    import numpy as np
+
+    def statistic(trials: Any) -> Any:
+        n = trials.shape[1]
+        table = np.array([pass_hat_k(n, s, k) for s in range(n + 1)])
+        return table[(np.abs(trials - 1.0) <= 1e-6).sum(axis=1)]
+
+    return statistic
+
+
 def bootstrap_interval(
     rewards_by_task: dict[str, list[float]],
     baseline_by_task: dict[str, list[float]] | None = None,
+    statistic: TaskStatistic = mean_of_trials,
+    resample_trials: bool = True,
     samples: int = 10_000,
     confidence: float = 0.95,
     seed: int = 0,
 ) -> tuple[float, float, float]:
-    """(mean, low, high): the mean reward over tasks and its percentile bootstrap interval; with a
-    ``baseline_by_task``, the mean per-task gain over it (paired: the same tasks are drawn for both).
+    """(mean, low, high): the mean over tasks of a per-task ``statistic`` of its trials (default: the mean
+    reward) and its percentile bootstrap interval; with a ``baseline_by_task``, the mean per-task gain over it
+    (paired: the same tasks are drawn for both).
 
     Two-level resampling, as the noise has two sources: tasks are drawn with replacement, and each drawn
-    task's trials are drawn with replacement within it (each run's separately). A task's value is the mean of
-    its resampled trials; the statistic is the mean of those over tasks.
+    task's trials are drawn with replacement within it (each run's separately). A task's value is the
+    statistic of its resampled trials (pass^k: ``pass_hat_k_of_trials(k)``); the figure is their mean over tasks.
+    ``resample_trials=False`` draws tasks only: for pass^k with k >= 2, as a with-replacement draw of n trials
+    repeats successes, which centres the draws on (s/n)^k instead of the unbiased C(s,k)/C(n,k) (one success in
+    two trials: 0.25 instead of 0), so the interval could miss the figure itself.
     """
     import numpy as np
 
@@ -114,20 +156,134 @@ def bootstrap_interval(
     point, stats = 0.0, np.zeros(samples)
     for sign, run in zip(signs, runs, strict=False):
         tasks = [np.asarray(run[t], dtype=float) for t in ids]
-        point += sign * float(np.mean([t.mean() for t in tasks]))
-        stats += sign * _resampled_task_means(tasks, drawn, rng).mean(axis=1)
+        point += sign * float(np.mean([statistic(t[None, :])[0] for t in tasks]))
+        stats += sign * _resampled_task_values(tasks, drawn, rng, statistic, resample_trials).mean(axis=1)
     tail = (1 - confidence) / 2 * 100
     low, high = np.percentile(stats, [tail, 100 - tail])
     return point, float(low), float(high)
 
 
-def _resampled_task_means(tasks: list[Any], drawn: Any, rng: Any) -> Any:
-    """For each bootstrap sample (row of ``drawn``: task indices), the drawn tasks' means of resampled trials."""
+def _resampled_task_values(
+    tasks: list[Any], drawn: Any, rng: Any, statistic: TaskStatistic, resample_trials: bool, chunk: int = 200_000
+) -> Any:
+    """For each bootstrap sample (row of ``drawn``: task indices), the drawn tasks' statistics of (resampled) trials.
+
+    Vectorised per trial count (tasks with m trials share one m-column matrix), in chunks of drawn slots.
+    """
     import numpy as np
 
-    means = np.empty(drawn.shape)
-    for index, trials in enumerate(tasks):
-        rows, columns = np.nonzero(drawn == index)
-        picks = rng.integers(0, len(trials), size=(len(rows), len(trials)))
-        means[rows, columns] = trials[picks].mean(axis=1)
-    return means
+    if not resample_trials:
+        return np.array([statistic(trials[None, :])[0] for trials in tasks])[drawn]
+    counts = np.array([len(trials) for trials in tasks])
+    values = np.empty(drawn.shape)
+    for m in np.unique(counts):
+        members = np.flatnonzero(counts == m)
+        matrix = np.stack([tasks[i] for i in members])
+        local = np.zeros(len(tasks), dtype=int)
+        local[members] = np.arange(len(members))
+        rows, columns = np.nonzero(counts[drawn] == m)
+        for start in range(0, len(rows), chunk):
+            r, c = rows[start : start + chunk], columns[start : start + chunk]
+            picks = rng.integers(0, m, size=(len(r), m))
+            values[r, c] = statistic(matrix[local[drawn[r, c]][:, None], picks])
+    return values
+
+
+def rewards_by_task(rows: list[dict[str, Any]]) -> dict[str, list[float]]:
+    """Task id -> its trials' rewards, in row order."""
+    by_task: dict[str, list[float]] = defaultdict(list)
+    for row in rows:
+        by_task[str(row["task_id"])].append(float(row["reward"]))
+    return dict(by_task)
+
+
+def interval(
+    values_by_task: dict[str, list[float]], statistic: TaskStatistic = mean_of_trials, resample_trials: bool = True
+) -> dict[str, float] | None:
+    """``{"low", "high"}``: the 95% bootstrap interval of a mean over tasks; None without values."""
+    if not any(values_by_task.values()):
+        return None
+    _, low, high = bootstrap_interval(values_by_task, statistic=statistic, resample_trials=resample_trials)
+    return {"low": low, "high": high}
+
+
+def reward_intervals(by_task: dict[str, list[float]], num_trials: int) -> dict[str, dict[str, float] | None]:
+    """95% intervals of the average reward and of pass^k (over the tasks with all ``num_trials`` trials, as ``pass_k``)."""
+    complete = {t: r for t, r in by_task.items() if len(r) >= num_trials}
+    figures = {"avg_reward": interval(by_task)}
+    figures.update(
+        {f"pass^{k}": interval(complete, pass_hat_k_of_trials(k), resample_trials=k == 1) for k in range(1, num_trials + 1) if complete}
+    )
+    return figures
+
+
+def against_baseline(by_task: dict[str, list[float]], baseline: dict[str, float]) -> dict[str, Any]:
+    """The do-nothing baseline's figures on the run's tasks, and the agent's average reward on the tasks it fails.
+
+    A task the baseline solves (reward 1) needs no action, so the agent's reward there says little.
+    """
+    tasks = [t for t in by_task if t in baseline]
+    fails = {t: by_task[t] for t in tasks if not is_successful(baseline[t])}
+    rewards = [r for trials in fails.values() for r in trials]
+    return {
+        "baseline": {
+            "policy": "do_nothing",
+            "avg_reward": sum(baseline[t] for t in tasks) / len(tasks) if tasks else None,
+            "tasks_solved": sum(1 for t in tasks if is_successful(baseline[t])),
+            "num_tasks": len(tasks),
+            "task_rewards": {t: baseline[t] for t in tasks},
+        },
+        "avg_reward_baseline_fails": sum(rewards) / len(rewards) if rewards else None,
+        "num_tasks_baseline_fails": len(fails),
+    }
+
+
+def cost(rows: list[dict[str, Any]]) -> dict[str, float | None]:
+    """Dollars per role (its rows' ``cost_usd``), their total and the mean per pair; None where a price is unknown.
+
+    An error row has no usage (the tokens it spent before failing are not counted).
+    """
+    roles = sorted({role for row in rows for role in row.get("cost_usd") or {}})
+    totals: dict[str, float | None] = {}
+    for role in roles:
+        values = [(row.get("cost_usd") or {}).get(role, 0.0) for row in rows if not row.get("error")]
+        totals[role] = None if any(v is None for v in values) else sum(values)
+    total = total_cost(totals)
+    return {**totals, "total": total, "per_pair": None if total is None or not rows else total / len(rows)}
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """Run B against run A on the tasks both ran: B's mean reward minus A's, its paired 95% interval, the tasks that moved."""
+
+    common: list[str]
+    only_a: list[str]
+    only_b: list[str]
+    difference: float | None
+    low: float | None
+    high: float | None
+    improved: dict[str, tuple[float, float]]  # task id -> (A's, B's mean reward), B better
+    worsened: dict[str, tuple[float, float]]
+
+
+def paired_difference(a: dict[str, list[float]], b: dict[str, list[float]]) -> PairedDifference:
+    """Compare two runs task by task (task id -> trial rewards); tasks only one run has are listed, not compared.
+
+    The interval draws the same tasks for both runs (``bootstrap_interval`` with a baseline), so the task-to-task
+    spread both runs share cancels out; a task "moved" when its mean reward over trials differs.
+    """
+    common = sorted((t for t in a if a[t] and b.get(t)), key=task_order)
+    only_a = sorted((t for t in a if a[t] and not b.get(t)), key=task_order)
+    only_b = sorted((t for t in b if b[t] and not a.get(t)), key=task_order)
+    if not common:
+        return PairedDifference([], only_a, only_b, None, None, None, {}, {})
+    difference, low, high = bootstrap_interval({t: b[t] for t in common}, baseline_by_task={t: a[t] for t in common})
+    means = {t: (sum(a[t]) / len(a[t]), sum(b[t]) / len(b[t])) for t in common}
+    improved = {t: m for t, m in means.items() if m[1] > m[0]}
+    worsened = {t: m for t, m in means.items() if m[1] < m[0]}
+    return PairedDifference(common, only_a, only_b, difference, low, high, improved, worsened)
+
+
+def task_order(task: str) -> tuple[int, int, str]:
+    """Numeric ids in numeric order (2 before 10), then the others alphabetically."""
+    return (0, int(task), "") if task.isdigit() else (1, 0, task)

@@ -65,7 +65,7 @@ from agentlab.eval.messages import (
 )
 from agentlab.eval.protocol import Protocol, StepRule
 from agentlab.eval.tools import convert_tau2_tool_to_function_tool, tool_schemas
-from agentlab.eval.trajectory import Trajectory
+from agentlab.eval.trajectory import Trajectory, total_usage
 from agentlab.eval.window import SlidingWindowHistoryProvider
 from agentlab.models.base import ChatModel, NoModel
 
@@ -359,12 +359,13 @@ class TaskRunner:
         assistant_session, user_session = assistant.create_session(), user.create_session()
         greeting = Message(role="assistant", contents=[Content.from_text(self.protocol.greeting)])
         opening = [*initial_history(task), greeting]
-        conversation, usage = list(opening), {}
+        conversation: list[Message] = list(opening)
+        usage: dict[str, dict[str, int]] = {"agent": {}, "user": {}}
         to_user, pending_for_assistant = opening, opening
         reason = None
         while reason is None:
             user_reply = await user.run(flip_messages(to_user), session=user_session)
-            _add_usage(usage, user_reply)
+            _add_usage(usage["user"], user_reply)
             from_user = flip_messages(user_reply.messages, hide_calls_of="user")  # the user's own calls are kept
             conversation.extend(from_user)
             count.steps += self.protocol.steps.user_message + user_tool_steps(from_user, self.protocol.steps)
@@ -374,7 +375,7 @@ class TaskRunner:
                 break
             to_assistant = without_calls_of([*pending_for_assistant, *from_user], "user")  # not the user's calls
             reply = await assistant.run(to_assistant, session=assistant_session)
-            _add_usage(usage, reply)
+            _add_usage(usage["agent"], reply)
             pending_for_assistant = []
             conversation.extend(reply.messages)
             to_user = reply.messages
@@ -390,7 +391,8 @@ class TaskRunner:
             termination_reason=reason,
             format_errors=getattr(assistant_client, "format_errors", 0),
             steps=count.steps,
-            usage=usage,
+            usage=total_usage(usage),
+            usage_by_role=usage,
             window_truncated=window.truncated,
             start_time=start,
             end_time=_now(),

@@ -50,7 +50,8 @@ class Trajectory:
     reward_info: RewardInfo | None = None
     format_errors: int = 0
     steps: int = 0
-    usage: dict[str, int] = field(default_factory=dict)
+    usage: dict[str, int] = field(default_factory=dict)  # token counts of agent and user together
+    usage_by_role: dict[str, dict[str, int]] = field(default_factory=dict)  # agent, user -> their token counts
     judge_usage: dict[str, int] = field(default_factory=dict)
     window_truncated: int = 0
     start_time: str = ""
@@ -95,6 +96,7 @@ class Trajectory:
             "steps": self.steps,
             "usage": self.usage,
             "judge_usage": self.judge_usage,
+            "usage_by_role": self.usage_by_role,
             "format_errors": self.format_errors,
             "window_truncated": self.window_truncated,
             "start_time": self.start_time,
@@ -128,12 +130,22 @@ class Trajectory:
             steps=int(row.get("steps") or 0),
             usage=dict(row.get("usage") or {}),
             judge_usage=dict(row.get("judge_usage") or {}),
+            usage_by_role={role: dict(counts) for role, counts in (row.get("usage_by_role") or {}).items()},
             window_truncated=int(row.get("window_truncated") or 0),
             start_time=row.get("start_time") or "",
             end_time=row.get("end_time") or "",
             duration=float(row.get("duration") or 0.0),
             id=simulation.get("id") or str(uuid.uuid4()),
         )
+
+
+def total_usage(usage_by_role: Mapping[str, Mapping[str, int]]) -> dict[str, int]:
+    """The token counts of every role together."""
+    total: dict[str, int] = {}
+    for counts in usage_by_role.values():
+        for key, value in counts.items():
+            total[key] = total.get(key, 0) + value
+    return total
 
 
 def _task_of(row: Mapping[str, Any], domain: str | None) -> Task:

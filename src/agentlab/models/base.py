@@ -14,6 +14,7 @@ from agent_framework import SupportsChatGetResponse
 from tau2.data_model.tasks import Task
 
 from agentlab.config import ConfigError
+from agentlab.models.pricing import FREE, Prices
 
 Role = Literal["agent", "user"]
 
@@ -22,6 +23,7 @@ class ChatModel(Protocol):
     """A model config's built object."""
 
     name: str
+    prices: Prices | None  # dollars per 1M tokens; None: unknown (its cost is reported as unknown)
 
     def client(self, task: Task, role: Role) -> SupportsChatGetResponse:
         """A chat client for one conversation of ``task`` in ``role``."""
@@ -40,6 +42,7 @@ class ModelFactory:
     """Base of the model configs' objects: nothing shared to release unless a subclass says so."""
 
     name = "model"
+    prices: Prices | None = FREE  # a model run here costs nothing
 
     async def preflight(self, key: str) -> None:
         """Nothing to reach (a scripted model)."""

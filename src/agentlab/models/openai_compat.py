@@ -38,6 +38,7 @@ from tau2.data_model.tasks import Task
 
 from agentlab.config import ConfigError
 from agentlab.models.base import ModelFactory, Role
+from agentlab.models.pricing import litellm_prices, prices_from_config
 
 NO_KEY = "EMPTY"  # local servers (vLLM, SGLang) accept any key; the OpenAI SDK refuses an empty one
 COMPLETIONS_PATH = "/chat/completions"
@@ -173,10 +174,12 @@ class OpenAIModel(ModelFactory):
         max_retries: int = 5,
         timeout: float = 120.0,
         max_connections: int | None = None,
+        prices: dict[str, float] | None = None,
     ) -> None:
         self.model, self.base_url, self.api_key_env = model, base_url, api_key_env
         self.max_retries, self.timeout, self.max_connections = max_retries, timeout, max_connections
         self.name = model
+        self.prices = prices_from_config(prices, "model") or litellm_prices(model)
         self._sdk: tuple[PoolKey, AsyncOpenAI] | None = None
 
     def _sdk_client(self) -> AsyncOpenAI:

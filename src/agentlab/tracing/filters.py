@@ -43,18 +43,24 @@ class FilterReport:
     dropped: int
     reasons: dict[str, int] = field(default_factory=dict)
     dropped_tasks: list[tuple[Task, str]] = field(default_factory=list)
+    cost_usd: float | None = 0.0  # dollars of model tokens (an LLM judge's); None when its price is unknown
 
     @classmethod
     def of(
-        cls, name: str, kept: list[Task], dropped: list[tuple[Task, str]], group: Callable[[str], str] = str
+        cls,
+        name: str,
+        kept: list[Task],
+        dropped: list[tuple[Task, str]],
+        group: Callable[[str], str] = str,
+        cost_usd: float | None = 0.0,
     ) -> FilterReport:
         """The report of a split; ``group`` maps a per-task reason to its summary key (free text -> one bucket)."""
         reasons = Counter(group(reason) for _, reason in dropped)
-        return cls(name=name, kept=len(kept), dropped=len(dropped), reasons=dict(reasons), dropped_tasks=list(dropped))
+        return cls(name, len(kept), len(dropped), dict(reasons), list(dropped), cost_usd)
 
     def to_dict(self) -> dict[str, Any]:
         """The summary, without the tasks (for logs, W&B and run metadata)."""
-        return {"name": self.name, "kept": self.kept, "dropped": self.dropped, "reasons": dict(self.reasons)}
+        return {"name": self.name, "kept": self.kept, "dropped": self.dropped, "reasons": dict(self.reasons), "cost_usd": self.cost_usd}
 
 
 class Filter(Protocol):

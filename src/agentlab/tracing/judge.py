@@ -168,13 +168,18 @@ class LLMJudgeFilter:
         self.options = {"temperature": float(temperature), "max_tokens": int(max_tokens)}
         self.max_thread, self.print_reason = max_thread, print_reason
         self.on_unparsed, self.retries, self.progress = on_unparsed, retries, progress
+        self.usage: dict[str, int] = {}  # the judge's tokens over every call, for its cost
 
     async def _ask(self, task: Task) -> Verdict | str:
         """The verdict on ``task``, re-asking after an unreadable reply; the unparsed reason if none is readable."""
         client = self.model.client(None, "agent")
         messages = [_message("system", self.system_prompt), _message("user", task_prompt(task))]
         for _ in range(self.retries + 1):
-            reply = (await client.get_response(messages, options=dict(self.options))).text
+            response = await client.get_response(messages, options=dict(self.options))
+            for key, value in (response.usage_details or {}).items():
+                if isinstance(value, int):
+                    self.usage[key] = self.usage.get(key, 0) + value
+            reply = response.text
             verdict = parse_verdict(reply)
             if verdict is not None:
                 return verdict
@@ -224,7 +229,9 @@ class LLMJudgeFilter:
                 dropped.append((task, outcome))
         if unjudged:
             logger.warning(f"llm_evaluate: kept {unjudged} task(s) the judge could not assess (on_unparsed=keep)")
-        return kept, FilterReport.of(self.name, kept, dropped, group=_summary)
+        prices = self.model.prices
+        cost = None if prices is None else prices.cost(self.usage)
+        return kept, FilterReport.of(self.name, kept, dropped, group=_summary, cost_usd=cost)
 
 
 def _summary(reason: str) -> str:

@@ -118,7 +118,8 @@ class TracingTaskReader:
         write_atomic(work_dir / REPORT_FILE, json.dumps(report, indent=2))
         self.counts = {"trace_spans": report["read"]["spans"], "trace_pairs": report["read"]["pairs"], "new_tasks": report["new"],
                        "kept_tasks": report["kept"], "round_train_tasks": len(tasks), "tasks_total": report["tasks_total"],
-                       **{f"dropped_by_{f['name']}": f["dropped"] for f in report["filters"]}}
+                       **{f"dropped_by_{f['name']}": f["dropped"] for f in report["filters"]},
+                       **{f"cost_usd_{f['name']}": f["cost_usd"] for f in report["filters"] if f["cost_usd"] != 0.0}}
         return dialogs
 
     def _dialog(self, task: Mapping[str, Any], system: str, tools: list[dict[str, Any]]) -> Dialog | None:

@@ -20,7 +20,7 @@ import sys
 import textwrap
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -35,18 +35,26 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from agentlab.eval.results import row_problem
+from agentlab.eval.metrics import PairedDifference, paired_difference, task_order
+from agentlab.eval.results import row_problem, scored
 from agentlab.rundir import CONVERSATIONS_FILE
-from agentlab.tracking.loggers import METRICS_FILE
+from agentlab.tracking.loggers import METRICS_FILE, flatten
 
 SUMMARY_FILE, RESULTS_FILE = "summary.json", "results.jsonl"
 REPORT_FILE = "report.html"
 TRAIN_RESULTS_DIR = "eval_adapter"  # a training run's rows: its trained adapter's evaluation
 MISSING = "—"
-TEXT_COLUMNS = {"label", "kind", "experiment", "algo", "run dir", "note"}
+TEXT_COLUMNS = {"label", "kind", "experiment", "algo", "run dir", "note", "run", "against", "tasks up", "tasks down"}
 TABLE_LEGEND = (
-    "reward: average reward (training runs: the trained adapter's); base: the starting model's; "
-    "pass^k and errors: the adapter's for training runs (errors: base and adapter together); wall: the whole run."
+    "reward: average reward (training runs: the trained adapter's), 95% CI its bootstrap interval over tasks "
+    "(trials resampled within a task); base: the starting model's; do-nothing: the reward of an agent that never "
+    "calls a tool and ends politely, on the same tasks; where it fails: the reward on the tasks it does not solve; "
+    "cost: dollars of agent and user-simulator tokens (unknown without a price); pass^k and errors: the adapter's for "
+    "training runs (errors: base and adapter together); wall: the whole run."
+)
+PAIRED_LEGEND = (
+    "Each run against the first, on the tasks both ran: the difference of average rewards with its paired 95% "
+    "bootstrap interval (the same tasks drawn for both runs), and the tasks whose mean reward went up or down."
 )
 SUMMARY_HIDDEN = {"experiment", "run dir", "note"}  # the printed table stays terminal-wide
 
@@ -69,10 +77,15 @@ class Run:
     pass_k: dict[int, float]
     errors: int | None
     wall_time_s: float | None
-    task_rewards: dict[str, float]
+    task_rewards: dict[str, list[float]]  # task id -> its trials' rewards
     losses: list[tuple[float, float]]
     note: str
     label: str = ""
+    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)  # figure (avg_reward, pass^1, ...) -> 95% CI
+    baseline_reward: float | None = None  # the do-nothing baseline's average reward on the run's tasks
+    reward_baseline_fails: float | None = None  # the run's average reward on the tasks the baseline fails
+    cost_usd: float | None = None
+    cost_per_pair: float | None = None
 
 
 @dataclass(frozen=True)
@@ -142,6 +155,7 @@ def load_run(path: Path) -> Run:
 
 def _eval_figures(path: Path, summary: dict[str, Any]) -> dict[str, Any]:
     errors = _number(summary, "errors", path)
+    flat = {key: value for key, value in flatten(summary).items() if _isnum(value) or value is None}
     return {
         "avg_reward": _number(summary, "avg_reward", path),
         "base_reward": None,
@@ -150,6 +164,25 @@ def _eval_figures(path: Path, summary: dict[str, Any]) -> dict[str, Any]:
         "task_rewards": task_rewards(path / RESULTS_FILE),
         "losses": [],
         "note": "",
+        **_extra_figures(flat, "", path),
+    }
+
+
+def _extra_figures(flat: dict[str, Any], prefix: str, path: Path) -> dict[str, Any]:
+    """The interval, do-nothing baseline and cost figures under their flat summary names (absent in older runs)."""
+    intervals = {}
+    for key in flat:
+        if key.startswith(f"{prefix}ci95/") and key.endswith("/low"):
+            name = key.removeprefix(f"{prefix}ci95/").removesuffix("/low")
+            low, high = _number(flat, key, path), _number(flat, f"{prefix}ci95/{name}/high", path)
+            if low is not None and high is not None:
+                intervals[name] = (low, high)
+    return {
+        "intervals": intervals,
+        "baseline_reward": _number(flat, f"{prefix}baseline/avg_reward", path),
+        "reward_baseline_fails": _number(flat, f"{prefix}avg_reward_baseline_fails", path),
+        "cost_usd": _number(flat, f"{prefix}cost_usd/total", path),
+        "cost_per_pair": _number(flat, f"{prefix}cost_usd/per_pair", path),
     }
 
 
@@ -169,6 +202,7 @@ def _training_figures(path: Path, summary: dict[str, Any]) -> dict[str, Any]:
         "task_rewards": task_rewards(path / TRAIN_RESULTS_DIR / RESULTS_FILE),
         "losses": _losses(path / METRICS_FILE),
         "note": note,
+        **_extra_figures(summary, "eval_adapter/", path),
     }
 
 
@@ -186,12 +220,12 @@ def _unclash(labels: list[str], fallbacks: list[str]) -> list[str]:
     return [fallback if labels.count(label) > 1 else label for label, fallback in zip(labels, fallbacks)]
 
 
-def task_rewards(path: Path) -> dict[str, float]:
-    """Task id -> mean reward over its trials."""
+def task_rewards(path: Path) -> dict[str, list[float]]:
+    """Task id -> its trials' rewards (infrastructure errors, never scored, left out)."""
     by_task: dict[str, list[float]] = defaultdict(list)
-    for row in result_rows(path):
+    for row in scored(result_rows(path)):
         by_task[str(row["task_id"])].append(float(row["reward"]))
-    return {task: sum(rewards) / len(rewards) for task, rewards in by_task.items()}
+    return dict(by_task)
 
 
 def result_rows(path: Path) -> list[dict[str, Any]]:
@@ -290,19 +324,73 @@ def display_path(path: Path) -> str:
 def run_table(runs: list[Run]) -> RunTable:
     """One row per run, as text: shared by the HTML page and the printed summary."""
     max_k = max((k for r in runs for k in r.pass_k), default=0)
-    headers = ["label", "kind", "experiment", "algo", "reward", "base"]
-    headers += [f"pass^{k}" for k in range(1, max_k + 1)] + ["errors", "wall (s)", "run dir", "note"]
+    headers = ["label", "kind", "experiment", "algo", "reward", "base", "do-nothing", "where it fails"]
+    headers += [f"pass^{k}" for k in range(1, max_k + 1)] + ["errors", "cost ($)", "$ / pair", "wall (s)", "run dir", "note"]
     rows = [
-        [r.label, r.kind, r.experiment, r.algo, _fmt(r.avg_reward), _fmt(r.base_reward)]
-        + [_fmt(r.pass_k.get(k)) for k in range(1, max_k + 1)]
-        + [MISSING if r.errors is None else str(r.errors), _fmt(r.wall_time_s, ".1f"), display_path(r.path), r.note]
+        [r.label, r.kind, r.experiment, r.algo, _ci(r, "avg_reward", r.avg_reward), _fmt(r.base_reward), _fmt(r.baseline_reward)]
+        + [_ci(r, "avg_reward_baseline_fails", r.reward_baseline_fails)]
+        + [_ci(r, f"pass^{k}", r.pass_k.get(k)) for k in range(1, max_k + 1)]
+        + [MISSING if r.errors is None else str(r.errors), _fmt(r.cost_usd, ".4f"), _fmt(r.cost_per_pair, ".5f")]
+        + [_fmt(r.wall_time_s, ".1f")]
+        + [display_path(r.path), r.note]
         for r in runs
     ]
     return RunTable(headers, rows)
 
 
+def _ci(run: Run, name: str, value: float | None) -> str:
+    """``0.750 [0.500, 1.000]``: a mean and its 95% interval, when the run recorded one."""
+    interval = run.intervals.get(name)
+    return _fmt(value) + ("" if value is None or interval is None else f" [{interval[0]:.3f}, {interval[1]:.3f}]")
+
+
 def _fmt(value: float | None, spec: str = ".3f") -> str:
     return MISSING if value is None else format(value, spec)
+
+
+# ---------------------------------------------------------------- paired comparison
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A run against the reference run (the first with per-task results), task by task."""
+
+    reference: Run
+    run: Run
+    paired: PairedDifference
+
+    def note(self) -> str:
+        """What a reader must know before trusting the difference: the task sets differ, or nothing is shared."""
+        p, a, b = self.paired, self.reference.label, self.run.label
+        if not p.only_a and not p.only_b:
+            return ""
+        sets = f"only {a}: {_ids(p.only_a)}; only {b}: {_ids(p.only_b)}"
+        if not p.common:
+            return f"{b} and {a} ran no task in common ({sets}); not compared"
+        return f"{b} and {a} ran different task sets ({sets}); compared on the {len(p.common)} common tasks"
+
+    def cells(self) -> list[str]:
+        p = self.paired
+        difference = MISSING if p.difference is None else f"{p.difference:+.3f} [{p.low:+.3f}, {p.high:+.3f}]"
+        return [self.run.label, self.reference.label, str(len(p.common)), difference, _moves(p.improved), _moves(p.worsened), self.note()]
+
+
+COMPARISON_HEADERS = ["run", "against", "common tasks", "reward difference [95% CI]", "tasks up", "tasks down", "note"]
+
+
+def comparisons(runs: list[Run]) -> list[Comparison]:
+    """Every run with per-task results against the first such run: the paired difference on their common tasks."""
+    shown = [r for r in runs if r.task_rewards]
+    return [Comparison(shown[0], run, paired_difference(shown[0].task_rewards, run.task_rewards)) for run in shown[1:]]
+
+
+def _ids(tasks: list[str]) -> str:
+    return ", ".join(tasks) or "none"
+
+
+def _moves(moved: dict[str, tuple[float, float]]) -> str:
+    """``12 (0.00→1.00), 31 (1.00→0.50)``: the tasks whose mean reward moved, with both runs' means."""
+    return ", ".join(f"{t} ({a:.2f}→{b:.2f})" for t, (a, b) in moved.items()) or "none"
 
 
 # ---------------------------------------------------------------- figures
@@ -326,7 +414,8 @@ def make_plots(runs: list[Run]) -> list[Plot]:
 
 
 def reward_figure(runs: list[Run]) -> Figure | None:
-    """Bars per run: one for an evaluation, base and adapter side by side for a training run."""
+    """Bars per run: one for an evaluation, base and adapter side by side for a training run; the run's own
+    reward with its 95% interval as an error bar, the do-nothing baseline as a dashed line across the run."""
     values = [v for r in runs for v in (r.avg_reward, r.base_reward) if v is not None]
     if not values:
         return None
@@ -336,7 +425,14 @@ def reward_figure(runs: list[Run]) -> Figure | None:
         bars = [(x + offset, value, name, color) for offset, value, name, color in _bars(run) if value is not None]
         for position, value, name, color in bars:
             ax.bar(position, value, width=0.4, color=color, label=name)
-            ax.annotate(f"{value:.2f}", (position, value), ha="center", va="bottom", fontsize=8)
+            ax.annotate(f"{value:.2f}", (position + 0.03, value), ha="left", va="bottom", fontsize=8)  # beside the error bar
+        interval = run.intervals.get("avg_reward")
+        if interval is not None and run.avg_reward is not None:
+            position = bars[-1][0]  # the run's own evaluation (a training run's adapter) is its last bar
+            error = [[run.avg_reward - interval[0]], [interval[1] - run.avg_reward]]
+            ax.errorbar(position, run.avg_reward, yerr=error, fmt="none", ecolor="#222", capsize=4, label="95% CI")
+        if run.baseline_reward is not None:
+            ax.hlines(run.baseline_reward, x - 0.4, x + 0.4, colors="#c0392b", linestyles="dashed", label="do-nothing baseline")
         if not bars:  # the run stays on the axis, saying why it has no bar
             status = run.note.split(":")[0] or "no evaluation"
             ax.annotate(status, (x, 0.02), ha="center", va="bottom", rotation=90, fontsize=8, color="#777")
@@ -381,7 +477,8 @@ def task_figure(runs: list[Run]) -> Figure | None:
     if not shown:
         return None
     tasks = sorted({t for r in shown for t in r.task_rewards}, key=task_order)
-    grid = np.array([[r.task_rewards.get(t, math.nan) for t in tasks] for r in shown])
+    means = [{t: sum(rewards) / len(rewards) for t, rewards in r.task_rewards.items()} for r in shown]
+    grid = np.array([[m.get(t, math.nan) for t in tasks] for m in means])
     figure = _figure(min(max(6.0, 0.35 * len(tasks) + 4), 14), max(2.5, 0.55 * len(shown) + 1.5))
     ax = figure.add_subplot()
     cmap = colormaps["RdYlGn"].with_extremes(bad="#dddddd")
@@ -396,11 +493,6 @@ def task_figure(runs: list[Run]) -> Figure | None:
     ax.set_xlabel("task id")
     figure.colorbar(image, ax=ax, label="mean reward")
     return figure
-
-
-def task_order(task: str) -> tuple[int, int, str]:
-    """Numeric ids in numeric order (2 before 10), then the others alphabetically."""
-    return (0, int(task), "") if task.isdigit() else (1, 0, task)
 
 
 def loss_figure(runs: list[Run]) -> Figure | None:
@@ -469,6 +561,10 @@ def render_html(
         "<h2>Conversations</h2>",
         _html_links(links) if links else f'<p class="note">No run has conversations ({RESULTS_FILE} rows).</p>',
     ]
+    paired = comparisons(runs)
+    if paired:
+        parts += ["<h2>Paired comparison</h2>", _html_table(RunTable(COMPARISON_HEADERS, [c.cells() for c in paired]))]
+        parts.append(f'<p class="note">{esc(PAIRED_LEGEND)}</p>')
     for plot in plots:
         parts.append(f"<h2>{esc(plot.title)}</h2>")
         if plot.png is None:
@@ -506,7 +602,8 @@ def _cell_class(header: str) -> str:
     """Numbers right-aligned on one line; labels, paths and notes may wrap anywhere (paths have no spaces)."""
     if header not in TEXT_COLUMNS:
         return ' class="num"'
-    return {"note": ' class="note"', "label": ' class="wrap"', "run dir": ' class="wrap"'}.get(header, "")
+    wrapped = {"label", "run dir", "run", "against", "tasks up", "tasks down"}
+    return ' class="note"' if header == "note" else ' class="wrap"' if header in wrapped else ""
 
 
 def write_report(
@@ -547,5 +644,15 @@ def print_summary(runs: list[Run], page: Path, pngs: list[Path]) -> None:
         printed.add_row(*(Text(row[i]) for i in keep))
     console = Console(width=None if sys.stdout.isatty() else 200)  # a log or a pipe: rich's 80 columns would cut the table
     console.print(printed)
+    for comparison in comparisons(runs):
+        p = comparison.paired
+        if comparison.note():
+            console.print(Text(f"warning: {comparison.note()}", style="yellow"), soft_wrap=True)
+        if p.common:
+            line = (
+                f"{comparison.run.label} vs {comparison.reference.label}: reward difference {p.difference:+.3f} "
+                f"[95% CI {p.low:+.3f}, {p.high:+.3f}] on {len(p.common)} tasks; up: {_moves(p.improved)}; down: {_moves(p.worsened)}"
+            )
+            console.print(Text(line), soft_wrap=True)
     images = ", ".join(png.name for png in pngs) or "none"
     console.print(Text(f"report: {display_path(page)} (+ {len(pngs)} PNGs: {images})"), soft_wrap=True)

@@ -17,7 +17,9 @@ from agentlab.models.base import ChatModel
 from agentlab.training.metrics import METRIC_NAMES, compute_metrics, write_report
 from agentlab.training.reward import AgentRewardModel
 
-HARNESS_FIGURES = ("avg_reward", "tool_call_validity", "tool_call_turn_share", "tool_call_turns", "format_errors", "errors")
+HARNESS_FIGURES = (
+    "avg_reward", "avg_reward_baseline_fails", "tool_call_validity", "tool_call_turn_share", "tool_call_turns", "format_errors", "errors"
+)
 
 
 class AgentTrainingEvaluator:
@@ -42,23 +44,34 @@ class AgentTrainingEvaluator:
 
 
 def flat_figures(metrics: Mapping[str, Any]) -> dict[str, float | None]:
-    """One evaluation's headline numbers: harness figures, pass^k, the seed's metric means."""
+    """One evaluation's headline numbers: harness figures, pass^k, the seed's metric means, the do-nothing baseline's
+    reward, the cost, and every mean's 95% interval (``ci95/<figure>/low`` and ``/high``)."""
     harness = metrics["harness"]
-    figures: dict[str, float | None] = {name: harness[name] for name in HARNESS_FIGURES}
+    figures: dict[str, float | None] = {name: harness.get(name) for name in HARNESS_FIGURES}
     figures.update({f"pass^{k}": v for k, v in metrics["pass^k"].items()})
     figures.update({name: metrics[name]["mean"] for name in METRIC_NAMES})
+    figures["baseline/avg_reward"] = (harness.get("baseline") or {}).get("avg_reward")
+    figures.update({f"cost_usd/{key}": (harness.get("cost_usd") or {}).get(key) for key in ("total", "per_pair")})
+    intervals = {**(harness.get("ci95") or {}), **{name: metrics[name] for name in METRIC_NAMES}}
+    figures.update({f"ci95/{name}/{side}": bounds.get(side) for name, bounds in intervals.items() if bounds for side in ("low", "high")})
     return figures
 
 
 def compare(evaluations: Mapping[str, Mapping[str, Any]]) -> tuple[dict[str, dict[str, float | None]], str]:
     """``{label: metrics}`` -> (``{label: figures}``, a markdown table with one column per label)."""
     figures = {label: flat_figures(metrics) for label, metrics in evaluations.items()}
-    names = list(dict.fromkeys(name for f in figures.values() for name in f))
+    names = list(dict.fromkeys(name for f in figures.values() for name in f if not name.startswith("ci95/")))
     lines = ["| figure | " + " | ".join(figures) + " |", "| --- |" + " ---: |" * len(figures)]
     for name in names:
-        cells = [_cell(f.get(name)) for f in figures.values()]
+        cells = [_cell(f.get(name)) + _bounds(f, name) for f in figures.values()]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return figures, "\n".join(lines) + "\n"
+
+
+def _bounds(figures: Mapping[str, float | None], name: str) -> str:
+    """`` [low, high]``: the figure's 95% interval, when it has one."""
+    low, high = figures.get(f"ci95/{name}/low"), figures.get(f"ci95/{name}/high")
+    return "" if low is None or high is None else f" [{low:.3f}, {high:.3f}]"
 
 
 def _cell(value: float | None) -> str:

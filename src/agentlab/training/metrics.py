@@ -11,8 +11,9 @@ Per (task, trial) row:
 - ``end_to_end_success``: 1.0 when the tau2 reward is 1 (tau2's ``is_successful``, 1 +- 1e-6).
 - ``tau2_reward`` and ``agent_reward`` (the composite reward's total).
 
-Each is reported as ``{mean, std, count}`` (population std, as the seed's ``np.std``; mean and std are
-``None`` without rows), next to tau2's pass^k. Error rows count: their trajectory is empty and their
+Each is reported as ``{mean, std, count, low, high}`` (population std, as the seed's ``np.std``; ``low``/``high``
+the 95% bootstrap interval over tasks, trials resampled within a task; all ``None`` without rows), next to
+tau2's pass^k and its intervals (``ci95``). Error rows count: their trajectory is empty and their
 reward 0, as tau2 counts them.
 """
 
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import json
 import statistics
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from tau2.data_model.simulation import RewardInfo
 from tau2.data_model.tasks import Action
 from tau2.metrics.agent_metrics import is_successful
 
-from agentlab.eval.metrics import pass_k
+from agentlab.eval.metrics import interval, pass_k, reward_intervals, rewards_by_task
 from agentlab.eval.results import scored, write_atomic
 from agentlab.eval.trajectory import Trajectory
 from agentlab.training.reward import (
@@ -86,11 +87,13 @@ def trajectory_scores(trajectory: Trajectory, reward_model: AgentRewardModel) ->
     }
 
 
-def stats(values: Sequence[float]) -> dict[str, float | int | None]:
-    """``{mean, std, count}``; population std."""
+def stats(values_by_task: Mapping[str, Sequence[float]]) -> dict[str, float | int | None]:
+    """``{mean, std, count, low, high}`` of every row's value; population std; the interval over tasks."""
+    values = [v for task_values in values_by_task.values() for v in task_values]
     if not values:
-        return {"mean": None, "std": None, "count": 0}
-    return {"mean": statistics.fmean(values), "std": statistics.pstdev(values), "count": len(values)}
+        return {"mean": None, "std": None, "count": 0, "low": None, "high": None}
+    bounds = interval({t: list(v) for t, v in values_by_task.items()}) or {}
+    return {"mean": statistics.fmean(values), "std": statistics.pstdev(values), "count": len(values), **bounds}
 
 
 def compute_metrics(
@@ -102,11 +105,15 @@ def compute_metrics(
     """
     model = reward_model or AgentRewardModel()
     counted = scored(rows)
-    per_row = [trajectory_scores(Trajectory.from_row(row), model) for row in counted]
+    per_task: dict[str, list[dict[str, float]]] = defaultdict(list)
+    for row in counted:
+        per_task[str(row["task_id"])].append(trajectory_scores(Trajectory.from_row(row), model))
     trials = num_trials or max(Counter(row["task_id"] for row in rows).values(), default=1)
+    by_task = rewards_by_task(counted)
     return {
-        **{name: stats([scores[name] for scores in per_row]) for name in METRIC_NAMES},
+        **{name: stats({t: [s[name] for s in scores] for t, scores in per_task.items()}) for name in METRIC_NAMES},
         "pass^k": pass_k(counted, trials),
+        "ci95": reward_intervals(by_task, trials) if by_task else {},
         "num_pairs": len(rows),
         "infrastructure_errors": len(rows) - len(counted),
         "num_tasks": len({row["task_id"] for row in rows}),
@@ -118,14 +125,18 @@ def _cell(value: float | None) -> str:
 
 
 def markdown_table(metrics: Mapping[str, Any]) -> str:
-    """The metrics as a markdown table: one row per metric, then pass^k."""
-    lines = ["| metric | mean | std | count |", "| --- | ---: | ---: | ---: |"]
+    """The metrics as a markdown table: one row per metric, then pass^k; 95% bootstrap intervals over tasks."""
+    lines = ["| metric | mean | 95% CI | std | count |", "| --- | ---: | ---: | ---: | ---: |"]
     for name in METRIC_NAMES:
         stat = metrics[name]
-        lines.append(f"| {name} | {_cell(stat['mean'])} | {_cell(stat['std'])} | {stat['count']} |")
+        lines.append(f"| {name} | {_cell(stat['mean'])} | {_bounds(stat)} | {_cell(stat['std'])} | {stat['count']} |")
     for k, value in metrics["pass^k"].items():
-        lines.append(f"| pass^{k} | {_cell(value)} |  |  |")
+        lines.append(f"| pass^{k} | {_cell(value)} | {_bounds(metrics.get('ci95', {}).get(f'pass^{k}'))} |  |  |")
     return "\n".join(lines) + "\n"
+
+
+def _bounds(stat: Mapping[str, Any] | None) -> str:
+    return "" if not stat or stat.get("low") is None else f"[{stat['low']:.3f}, {stat['high']:.3f}]"
 
 
 def write_report(metrics: Mapping[str, Any], out_dir: str | Path) -> tuple[Path, Path]:
