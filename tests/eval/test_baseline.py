@@ -8,7 +8,8 @@ from tau2.data_model.message import AssistantMessage, UserMessage
 
 from agentlab.eval.baseline import BASELINE_FILE, POLITE_REPLY, do_nothing_rewards, do_nothing_simulation
 from agentlab.eval.domains import Tau2Domain
-from agentlab.eval.runner import DEFAULT_FIRST_AGENT_MESSAGE, TaskRunner
+from agentlab.eval.protocol import GREETING
+from agentlab.eval.runner import TaskRunner
 from agentlab.models.oracle import user_opening
 
 # measured with tau2's evaluator: 19 of airline's 50 base tasks need no action (these 6 are its test split's)
@@ -19,7 +20,7 @@ def test_the_conversation_is_greeting_request_polite_reply_stop(airline):
     task = airline.tasks("test")[0]
     simulation = do_nothing_simulation(task)
     assert [(type(m), m.content) for m in simulation.messages] == [
-        (AssistantMessage, DEFAULT_FIRST_AGENT_MESSAGE),
+        (AssistantMessage, GREETING),
         (UserMessage, user_opening(task)),
         (AssistantMessage, POLITE_REPLY),
         (UserMessage, "###STOP###"),
