@@ -38,8 +38,15 @@ from agentlab.eval.domains import Tau2Domain
 from agentlab.eval.protocol import SEED_RANGE, MessageSteps, Protocol, SeedPrompts, Tau2Prompts, TurnSteps
 from agentlab.eval.runner import TaskRunner
 from agentlab.models.openai_compat import OpenAIModel
-from agentlab.models.oracle import TASK_MARKER, final_agent_text, gold_calls, user_opening
-from agentlab.models.oracle_server import CompletionHandler, LoopbackServer, OracleBrain, completion
+from agentlab.models.oracle import TASK_MARKER, final_agent_text, gold_calls, gold_runs, user_opening
+from agentlab.models.oracle_server import (
+    AGENT_MODEL,
+    USER_MODEL,
+    CompletionHandler,
+    LoopbackServer,
+    OracleBrain,
+    completion,
+)
 
 AGENT, USER = "scripted-agent", "scripted-user"
 ASK, YES = "Before I change anything: shall I proceed?", "Yes, please go ahead."
@@ -52,6 +59,12 @@ CASES = [
     ("retail", "4"),
     ("retail", "30"),
 ]  # each has gold calls
+TELECOM_CASES = [
+    "[mobile_data_issue]bad_network_preference|bad_vpn|user_abroad_roaming_disabled_off[PERSONA:Hard]",
+    "[service_issue]overdue_bill_suspension|unseat_sim_card[PERSONA:Easy]",
+    "[mms_issue]airplane_mode_on|bad_network_preference|bad_wifi_calling|data_usage_exceeded|unseat_sim_card"
+    "|user_abroad_roaming_disabled_on[PERSONA:Easy]",
+]  # gold runs: user 2, agent 1, user 1; agent 1, user 1, agent 1, user 2; user 3, agent 1, user 1, agent 1
 
 
 def text_of(content: Any) -> str:
@@ -69,13 +82,13 @@ class ScriptedApp:
     def serve(self, handler: CompletionHandler, request: dict[str, Any]) -> None:
         with self._lock:
             self.requests.append(request)
+        handler.send_json(200, completion(request["model"], self.move(request)))
+
+    def move(self, request: dict[str, Any]) -> dict[str, Any]:
         task = self.brain.task_of(request["messages"])
-        move = (
-            self.user_move(task, request["messages"])
-            if request["model"] == USER
-            else self.agent_move(task, request["messages"])
-        )
-        handler.send_json(200, completion(request["model"], move))
+        if request["model"] == USER:
+            return self.user_move(task, request["messages"])
+        return self.agent_move(task, request["messages"])
 
     def take(self) -> list[dict[str, Any]]:
         with self._lock:
@@ -108,6 +121,17 @@ class ScriptedApp:
         if next_gold < len(calls):
             return {"role": "assistant", "content": None, "tool_calls": [_call(calls[next_gold])]}
         return {"role": "assistant", "content": final_agent_text(task)}
+
+
+class DualControlApp(ScriptedApp):
+    """Telecom: each side plays its own gold runs in the gold order, hands over in text between them, and the user
+    stops when nothing is left: the oracle's moves (``OracleBrain``), decided from the request alone.
+
+    Telecom's base tasks share user scenarios, so one server serves one task (``OracleBrain.task_of``).
+    """
+
+    def move(self, request: dict[str, Any]) -> dict[str, Any]:
+        return self.brain.answer(USER_MODEL if request["model"] == USER else AGENT_MODEL, request["messages"])
 
 
 def _call(call: Any) -> dict[str, Any]:
@@ -145,7 +169,7 @@ def trajectory(simulation: SimulationRun) -> list[tuple[Any, ...]]:
 
 @pytest.fixture(scope="module")
 def domains() -> dict[str, Tau2Domain]:
-    return {name: Tau2Domain(name) for name in ("airline", "retail")}
+    return {name: Tau2Domain(name) for name in ("airline", "retail", "telecom")}
 
 
 def _tau2_run(
@@ -188,11 +212,12 @@ def _both(
     max_errors: int = 10,
     trial: int = 0,
     protocol: Protocol | None = None,
+    app_type: type[ScriptedApp] = ScriptedApp,
 ):
     """(tau2's requests, agentlab's requests, tau2's simulation, agentlab's scored episode) for one task."""
     tasks = domain.tasks("base")
     task = next(t for t in tasks if t.id == task_id)
-    app = ScriptedApp(tasks)
+    app = app_type(tasks if app_type is ScriptedApp else [task])
     with LoopbackServer(app) as server:
         simulation = _tau2_run(server, domain.name, task, max_steps, max_errors, Protocol().trial_seed(trial))
         tau2_requests = app.take()
@@ -216,6 +241,25 @@ def test_tau2_protocol_sends_tau2s_requests_turn_by_turn(domains, domain_name, t
     assert trajectory(played.simulation()) == trajectory(simulation)
     assert played.termination_reason == simulation.termination_reason == "user_stop"
     assert played.reward == simulation.reward_info.reward
+
+
+@pytest.mark.parametrize("task_id", TELECOM_CASES, ids=lambda i: i.split("[PERSONA")[0])
+def test_telecom_dual_control_sends_tau2s_requests_turn_by_turn(domains, task_id):
+    """Telecom: the user simulator calls its own tools (its prompt with tau2's tool guidelines, its tools in the
+    request, its own calls and results in its view), and both sides' tool messages count as tau2 counts them."""
+    tau2_requests, agentlab_requests, simulation, played = _both(domains["telecom"], task_id, app_type=DualControlApp)
+    _assert_same_requests(tau2_requests, agentlab_requests)
+    task = next(t for t in domains["telecom"].tasks("base") if t.id == task_id)
+    gold = [call.call_id for _, run in gold_runs(task) for call in run]
+    made = [c.id for m in simulation.messages for c in getattr(m, "tool_calls", None) or []]
+    texts = [m for m in simulation.messages[1:] if m.role != "tool" and m.content]
+    assert made == gold and len(tau2_requests) == len(gold) + len(texts)  # a request per call and per text
+    user_requests = [r for r in tau2_requests if r["model"] == USER]
+    assert all(r.get("tools") for r in user_requests)
+    assert any(m["role"] == "tool" for r in user_requests for m in r["messages"])  # it reads its own results
+    assert trajectory(played.simulation()) == trajectory(simulation)
+    assert played.termination_reason == simulation.termination_reason == "user_stop"
+    assert played.reward == simulation.reward_info.reward == 1.0
 
 
 @pytest.mark.parametrize(
