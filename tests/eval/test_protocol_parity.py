@@ -14,6 +14,12 @@ tools, temperatures and per-trial seed, a multi-turn exchange (the agent asks, t
 two tool calls whose first result is an error, the gold calls, the closing text, the user's stop, and, with
 small limits, a run cut by ``max_steps`` or ``max_errors`` between a tool result and the agent's next message.
 
+Telecom (dual control: the user simulator has tools of its own on the user's side of the environment) is played by
+``DualControlApp``: each side plays its own gold runs in the gold order and hands over in text, so the requests
+also cover the user's prompt with tau2's tool guidelines, its tools, its view of its own calls and results (the
+agent's hidden), and, with small limits, a run cut inside the user's turn. The same normalisation applies; telecom
+needs no other.
+
 litellm 1.106.2 imports the optional ``mcp`` package for any request with tools, and ``mcp`` is not installed;
 litellm's own ``_skip_mcp_handler`` keyword (popped before the request is built) skips that path, so tau2's
 models get it through their ``llm_args``.
@@ -62,8 +68,10 @@ CASES = [
 TELECOM_CASES = [
     "[mobile_data_issue]bad_network_preference|bad_vpn|user_abroad_roaming_disabled_off[PERSONA:Hard]",
     "[service_issue]overdue_bill_suspension|unseat_sim_card[PERSONA:Easy]",
-    "[mms_issue]airplane_mode_on|bad_network_preference|bad_wifi_calling|data_usage_exceeded|unseat_sim_card"
-    "|user_abroad_roaming_disabled_on[PERSONA:Easy]",
+    (
+        "[mms_issue]airplane_mode_on|bad_network_preference|bad_wifi_calling|data_usage_exceeded|unseat_sim_card"
+        "|user_abroad_roaming_disabled_on[PERSONA:Easy]"
+    ),
 ]  # gold runs: user 2, agent 1, user 1; agent 1, user 1, agent 1, user 2; user 3, agent 1, user 1, agent 1
 
 
@@ -286,6 +294,34 @@ def test_tau2_limits_cut_where_tau2_cuts(domains, max_steps, max_errors, reason)
     assert played.steps == len(simulation.messages) - 1 - sum(
         1 for m in simulation.messages if m.role == "tool"
     ) + _batches(simulation)
+
+
+@pytest.mark.parametrize(
+    ("case", "max_steps", "reason"),
+    [
+        (0, 1, "max_steps"),  # after the user's first tool result, before its second call
+        (0, 3, "max_steps"),  # after the user's second tool result, before its opening text
+        (0, 7, "max_steps"),  # after the agent's tool result, before its closing text
+        (0, 9, "max_steps"),  # after the user's last tool result, before its stop
+        (0, 11, "max_steps"),  # the user's stop is the 11th step: the limit overrides it, as in tau2
+        (0, 12, "user_stop"),
+        (1, 5, "max_steps"),  # the agent acts first: after the user's tool result, before its handover
+        (1, 11, "max_steps"),  # between the user's last two calls
+    ],
+)
+def test_telecom_limits_cut_the_users_turn_where_tau2_cuts(domains, case, max_steps, reason):
+    """The user's tool calls and result batches are steps, and limits apply after each batch of its results, so a
+    run can end inside the user's turn (between its tool result and its next message), as in tau2."""
+    tau2_requests, agentlab_requests, simulation, played = _both(
+        domains["telecom"], TELECOM_CASES[case], max_steps=max_steps, app_type=DualControlApp
+    )
+    _assert_same_requests(tau2_requests, agentlab_requests)
+    assert trajectory(played.simulation()) == trajectory(simulation)
+    assert played.termination_reason == simulation.termination_reason == reason
+    assert played.steps == len(simulation.messages) - 1 - sum(
+        1 for m in simulation.messages if m.role == "tool"
+    ) + _batches(simulation)
+    assert played.reward == simulation.reward_info.reward
 
 
 def _batches(simulation: SimulationRun) -> int:

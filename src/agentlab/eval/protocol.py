@@ -73,9 +73,10 @@ class SeedPrompts(Prompts):
 class StepRule:
     """How a conversation's steps are counted against ``max_steps``, and which end wins when several apply at once.
 
-    The runner adds ``user_message`` per user message, ``agent_message`` per model reply of the agent,
-    ``tool_results`` per batch of tool results and ``agent_turn`` per finished agent turn; with ``mid_turn`` the
-    limits are also checked after each batch of tool results, before the agent's next message.
+    The runner adds ``user_message`` per user message, ``agent_message`` per model reply of the agent (and per
+    tool-call message of a user with tools), ``tool_results`` per batch of tool results and ``agent_turn`` per
+    finished agent turn; with ``mid_turn`` the limits are also checked after each batch of tool results, before
+    the caller's next message.
     """
 
     user_message = 1

@@ -6,6 +6,7 @@ conversation flipped, the assistant answers with the domain's tools until it wri
 on until a stop token or ``max_steps``. The full conversation is scored by tau2's ``evaluate_simulation``.
 Where the domain gives the user tools (telecom), the user simulator calls them on the user's side of the same
 environment within its turn; each side sees only its own tool traffic, and the record holds both, as tau2's.
+The user's calls and result batches are steps as the agent's are, so a limit can end the run inside its turn.
 The ``protocol`` (``agentlab.eval.protocol``) decides the prompts, the greeting, how steps count and which
 end wins; by default it is tau2's orchestrator's.
 
@@ -63,7 +64,7 @@ from agentlab.eval.messages import (
     result_text,
     without_calls_of,
 )
-from agentlab.eval.protocol import Protocol, StepRule
+from agentlab.eval.protocol import Protocol
 from agentlab.eval.tools import convert_tau2_tool_to_function_tool, tool_schemas
 from agentlab.eval.trajectory import Trajectory, total_usage
 from agentlab.eval.window import SlidingWindowHistoryProvider
@@ -169,12 +170,14 @@ class StepCount:
         return self.protocol.steps.end(stop, self.steps, self.errors, self.max_steps, self.max_errors)
 
 
-def count_agent_steps(count: StepCount) -> ChatMiddleware:
-    """A chat middleware around each model call of the agent: counts its messages and tool-result batches.
+def count_model_steps(count: StepCount, text_replies: bool = True) -> ChatMiddleware:
+    """A chat middleware around each model call of one side: counts its messages and tool-result batches.
 
     A batch of tool results is counted (with its errors) when the next call starts; under a ``mid_turn`` rule a
     reached limit then ends the turn before the model is called, as tau2's orchestrator ends the run between a
-    tool result and the agent's next message.
+    tool result and the caller's next message (the agent's, or the user's on its own tools). Each reply is a model
+    message; with ``text_replies=False`` (the user simulator, whose text the runner counts as its user message)
+    only replies with tool calls are.
     """
     rule = count.protocol.steps
 
@@ -188,9 +191,16 @@ def count_agent_steps(count: StepCount) -> ChatMiddleware:
                 context.result = ChatResponse(messages=[])
                 return
         await call_next()
-        count.steps += rule.agent_message
+        if text_replies or _has_calls(context.result):
+            count.steps += rule.agent_message
 
     return counted
+
+
+def _has_calls(result: object) -> bool:
+    return isinstance(result, ChatResponse) and any(
+        c.type == "function_call" for m in result.messages for c in m.contents
+    )
 
 
 @chat_middleware
@@ -211,19 +221,6 @@ def trailing_tool_results(messages: list[Message]) -> list[Message]:
             break
         batch.append(message)
     return batch
-
-
-def user_tool_steps(messages: list[Message], rule: StepRule) -> int:
-    """The steps of the user's own tool traffic in one user turn (telecom): each message of calls counts as a
-    model message and each batch of results once, as the agent's do; the closing text is the turn's own step."""
-    calls = sum(1 for m in messages if any(c.type == "function_call" for c in m.contents))
-    batches = sum(
-        1
-        for i, m in enumerate(messages)
-        if any(c.type == "function_result" for c in m.contents)
-        and not (i and any(c.type == "function_result" for c in messages[i - 1].contents))
-    )
-    return calls * rule.agent_message + batches * rule.tool_results
 
 
 def _add_usage(total: dict[str, int], response: AgentResponse) -> None:
@@ -309,7 +306,7 @@ class TaskRunner:
             tools=tools,
             default_options=self._sampling(self.assistant_sampling_temperature, seed),
             context_providers=[window],
-            middleware=[count_agent_steps(count), *self._naming(), tau2_argument_errors(env)],
+            middleware=[count_model_steps(count), *self._naming(), tau2_argument_errors(env)],
         )
         return agent, window
 
@@ -320,11 +317,18 @@ class TaskRunner:
         return [convert_tau2_tool_to_function_tool(t, env, requestor="user") for t in tau2_tools]
 
     def user_simulator(
-        self, client: SupportsChatGetResponse, task: Task, env: Environment | None = None, seed: int | None = None
+        self,
+        client: SupportsChatGetResponse,
+        task: Task,
+        env: Environment | None = None,
+        seed: int | None = None,
+        count: StepCount | None = None,
     ) -> Agent:
         """The user simulator: full history, and the domain's user tools acting on ``env`` (dual control), as
-        tau2's orchestrator runs them; its prompt takes tau2's tool guidelines when it has tools."""
+        tau2's orchestrator runs them, its calls and their results counted into ``count`` (an episode's; a fresh
+        one if None); its prompt takes tau2's tool guidelines when it has tools."""
         env = env or self.domain.environment(task)
+        count = count or StepCount(self.protocol, self.max_steps, self.max_errors)
         tools = self.user_tools(env)
         if tools:
             self._bound_tool_rounds(client)
@@ -333,7 +337,11 @@ class TaskRunner:
             instructions=self.protocol.prompts.user(task, use_tools=bool(tools)),
             tools=tools or None,
             default_options=self._sampling(self.user_sampling_temperature, seed),
-            middleware=[*self._naming(), *([tau2_argument_errors(env, requestor="user")] if tools else [])],
+            middleware=[
+                count_model_steps(count, text_replies=False),
+                *self._naming(),
+                *([tau2_argument_errors(env, requestor="user")] if tools else []),
+            ],
         )
 
     def _naming(self) -> list[ChatMiddleware]:
@@ -355,7 +363,7 @@ class TaskRunner:
         seed = self.protocol.trial_seed(trial)
         env = self.domain.environment(task)  # one environment: the assistant's tools and the user's act on it
         assistant, window = self.assistant_agent(assistant_client, task, env, count, seed)
-        user = self.user_simulator(user_client, task, env, seed)
+        user = self.user_simulator(user_client, task, env, seed, count)
         assistant_session, user_session = assistant.create_session(), user.create_session()
         greeting = Message(role="assistant", contents=[Content.from_text(self.protocol.greeting)])
         opening = [*initial_history(task), greeting]
@@ -368,8 +376,8 @@ class TaskRunner:
             _add_usage(usage["user"], user_reply)
             from_user = flip_messages(user_reply.messages, hide_calls_of="user")  # the user's own calls are kept
             conversation.extend(from_user)
-            count.steps += self.protocol.steps.user_message + user_tool_steps(from_user, self.protocol.steps)
-            count.errors += tool_errors(from_user)
+            if not trailing_tool_results(user_reply.messages):  # not cut between its own tool result and its message
+                count.steps += self.protocol.steps.user_message
             reason = count.end(self._user_stop(from_user))
             if reason is not None:
                 break
