@@ -22,6 +22,7 @@ from tau2.data_model.message import AssistantMessage
 from tau2.data_model.message import Message as Tau2Message
 from tau2.evaluator.evaluator import EvaluationType
 
+from agentlab.eval.trajectory import add_usage
 from agentlab.models.base import ChatModel
 
 # the evaluation types that ask a judge
@@ -66,8 +67,7 @@ class _Seam:
         with self.calls:
             response = _run(_ask(judge, messages, kwargs.get("temperature", 0.0)))
         spent = {k: v for k, v in (response.usage_details or {}).items() if isinstance(v, int)}
-        for key, value in spent.items():
-            usage[key] = usage.get(key, 0) + value
+        add_usage(usage, spent)
         tokens = {
             "prompt_tokens": spent.get("input_token_count", 0),
             "completion_tokens": spent.get("output_token_count", 0),

@@ -14,6 +14,7 @@ from typing import Any
 from tau2.metrics.agent_metrics import is_successful, pass_hat_k
 
 from agentlab.eval.results import INFRASTRUCTURE_ERROR, error_type, infrastructure_error, scored
+from agentlab.eval.trajectory import add_usage
 from agentlab.models.pricing import total_cost
 
 
@@ -48,11 +49,11 @@ def tool_call_format(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def tokens(rows: list[dict[str, Any]], field: str) -> Counter[str]:
+def tokens(rows: list[dict[str, Any]], field: str) -> dict[str, int]:
     """The rows' integer counts under ``field`` (``usage``, ``judge_usage``), summed by key."""
-    total: Counter[str] = Counter()
+    total: dict[str, int] = {}
     for row in rows:
-        total.update({k: v for k, v in (row.get(field) or {}).items() if isinstance(v, int)})
+        add_usage(total, row.get(field))
     return total
 
 

@@ -31,7 +31,6 @@ from functools import cached_property
 
 from agent_framework import (
     Agent,
-    AgentResponse,
     ChatContext,
     ChatMiddleware,
     ChatResponse,
@@ -66,7 +65,7 @@ from agentlab.eval.messages import (
 )
 from agentlab.eval.protocol import Protocol
 from agentlab.eval.tools import convert_tau2_tool_to_function_tool, tool_schemas
-from agentlab.eval.trajectory import Trajectory, total_usage
+from agentlab.eval.trajectory import Trajectory, add_usage, total_usage
 from agentlab.eval.window import SlidingWindowHistoryProvider
 from agentlab.models.base import ChatModel, NoModel
 
@@ -223,12 +222,6 @@ def trailing_tool_results(messages: list[Message]) -> list[Message]:
     return batch
 
 
-def _add_usage(total: dict[str, int], response: AgentResponse) -> None:
-    for key, value in (response.usage_details or {}).items():
-        if isinstance(value, int):
-            total[key] = total.get(key, 0) + value
-
-
 class TaskRunner:
     """Runs one task at a time; stateless between tasks, so one runner serves concurrent tasks."""
 
@@ -373,7 +366,7 @@ class TaskRunner:
         reason = None
         while reason is None:
             user_reply = await user.run(flip_messages(to_user), session=user_session)
-            _add_usage(usage["user"], user_reply)
+            add_usage(usage["user"], user_reply.usage_details)
             from_user = flip_messages(user_reply.messages, hide_calls_of="user")  # the user's own calls are kept
             conversation.extend(from_user)
             if not trailing_tool_results(user_reply.messages):  # not cut between its own tool result and its message
@@ -383,7 +376,7 @@ class TaskRunner:
                 break
             to_assistant = without_calls_of([*pending_for_assistant, *from_user], "user")  # not the user's calls
             reply = await assistant.run(to_assistant, session=assistant_session)
-            _add_usage(usage["agent"], reply)
+            add_usage(usage["agent"], reply.usage_details)
             pending_for_assistant = []
             conversation.extend(reply.messages)
             to_user = reply.messages
@@ -438,20 +431,17 @@ class TaskRunner:
         return TerminationReason.AGENT_STOP if STOP in text else None
 
     @cached_property
-    def tool_names(self) -> frozenset[str]:
-        """The names of the domain's assistant tools."""
-        return frozenset(tool.name for tool in self.domain.environment().get_tools())
+    def _tool_names(self) -> tuple[frozenset[str], frozenset[str]]:
+        """The names of the domain's assistant tools and of its user tools (none for most domains), read off one
+        environment (building one loads the domain's database)."""
+        env = self.domain.environment()
+        user = frozenset(tool.name for tool in env.get_user_tools()) if env.user_tools else frozenset()
+        return frozenset(tool.name for tool in env.get_tools()), user
 
     @property
     def needs_judge(self) -> bool:
         """Whether the evaluation type asks an LLM judge (NL assertions)."""
         return self.evaluation_type in NL_EVALUATION_TYPES
-
-    @cached_property
-    def user_tool_names(self) -> frozenset[str]:
-        """The names of the domain's user tools (none for most domains)."""
-        env = self.domain.environment()
-        return frozenset(tool.name for tool in env.get_user_tools()) if env.user_tools else frozenset()
 
     def evaluate(self, task: Task, simulation: SimulationRun, judge_usage: dict[str, int] | None = None) -> RewardInfo:
         """Score with tau2's official evaluator, as ``evaluation_type`` says (default ``all``: environment, actions,
@@ -459,7 +449,7 @@ class TaskRunner:
 
         It replays the trajectory without the calls to unknown tools (``without_unknown_calls``).
         """
-        messages = without_unknown_calls(simulation.messages, self.tool_names, self.user_tool_names)
+        messages = without_unknown_calls(simulation.messages, *self._tool_names)
         replayed = simulation.model_copy(update={"messages": messages})
         with judged_by(self.judge, judge_usage if judge_usage is not None else {}):
             return evaluate_simulation(

@@ -139,12 +139,18 @@ class Trajectory:
         )
 
 
+def add_usage(total: dict[str, int], counts: Mapping[str, Any] | None) -> None:
+    """Add ``counts``' integer token counts into ``total`` (other usage details are not counts)."""
+    for key, value in (counts or {}).items():
+        if isinstance(value, int):
+            total[key] = total.get(key, 0) + value
+
+
 def total_usage(usage_by_role: Mapping[str, Mapping[str, int]]) -> dict[str, int]:
     """The token counts of every role together."""
     total: dict[str, int] = {}
     for counts in usage_by_role.values():
-        for key, value in counts.items():
-            total[key] = total.get(key, 0) + value
+        add_usage(total, counts)
     return total
 
 
