@@ -6,13 +6,16 @@ from tau2.data_model.tasks import Task
 from tau2.environment.environment import Environment
 from tau2.registry import registry
 
+from agentlab.eval.environments import environment, registered_domains
+
 
 class Tau2Domain:
     """``domain=<name>``: one of tau2's registered domains (``airline``, ``retail``, ``mock``, ...)."""
 
     def __init__(self, name: str, task_set: str | None = None) -> None:
-        if name not in registry.get_domains():
-            raise ValueError(f"domain.name={name!r} is not a tau2 domain; expected one of {registry.get_domains()}")
+        domains = sorted(registered_domains())
+        if name not in domains:
+            raise ValueError(f"domain.name={name!r} is not a tau2 domain; expected one of {domains}")
         self.name = name
         self.task_set = task_set or name
 
@@ -38,8 +41,9 @@ class Tau2Domain:
         return found
 
     def environment(self, task: Task | None = None) -> Environment:
-        """A fresh environment, brought to ``task``'s initial state as tau2's orchestrator does."""
-        env = registry.get_env_constructor(self.name)()
+        """A fresh environment (over the process's parsed database: ``environments``), brought to ``task``'s
+        initial state as tau2's orchestrator does."""
+        env = environment(self.name)
         state = task.initial_state if task is not None else None
         if state is not None:
             env.set_state(

@@ -48,11 +48,12 @@ from tau2.data_model.message import Message as Tau2Message
 from tau2.data_model.simulation import RewardInfo, SimulationRun, TerminationReason
 from tau2.data_model.tasks import Task
 from tau2.environment.environment import Environment
-from tau2.evaluator.evaluator import EvaluationType, evaluate_simulation
+from tau2.evaluator.evaluator import EvaluationType
 from tau2.user.base import OUT_OF_SCOPE, STOP, TRANSFER
 
 from agentlab.config import ConfigError
 from agentlab.eval.domains import Tau2Domain
+from agentlab.eval.environments import evaluate
 from agentlab.eval.judge import NL_EVALUATION_TYPES, judged_by
 from agentlab.eval.messages import (
     ERROR_PREFIX,
@@ -447,11 +448,10 @@ class TaskRunner:
         """Score with tau2's official evaluator, as ``evaluation_type`` says (default ``all``: environment, actions,
         communication; no LLM judge). NL assertions are judged by ``judge``, its tokens added to ``judge_usage``.
 
-        It replays the trajectory without the calls to unknown tools (``without_unknown_calls``).
+        It replays the trajectory without the calls to unknown tools (``without_unknown_calls``), on environments
+        that share the process's parsed database (``environments.evaluate``: the same reward as tau2's own path).
         """
         messages = without_unknown_calls(simulation.messages, *self._tool_names)
         replayed = simulation.model_copy(update={"messages": messages})
         with judged_by(self.judge, judge_usage if judge_usage is not None else {}):
-            return evaluate_simulation(
-                simulation=replayed, task=task, evaluation_type=self.evaluation_type, solo_mode=False, domain=self.domain.name
-            )
+            return evaluate(replayed, task, self.evaluation_type, self.domain.name)
