@@ -48,7 +48,7 @@ class TraceMessage:
     @property
     def text(self) -> str:
         """The text blocks only: thinking, images and tool traffic are not what the message says."""
-        return "\n".join(block["text"] for block in self.blocks if block.get("type") == "text").strip()
+        return "\n".join([block["text"] for block in self.blocks if block.get("type") == "text"]).strip()
 
     def tool_calls(self) -> list[dict[str, Any]]:
         """The tool calls requested, arguments always a dict so callers never re-decode JSON."""

@@ -210,7 +210,8 @@ class StudioReader:
         if not replies:
             return self._skip("not_assistant" if outputs else "no_output", span_id)
         answer = replies[-1]
-        if not answer.text:
+        answer_text = answer.text
+        if not answer_text:
             return self._skip("no_output", span_id)
         asked = [m for m in inputs if m.role == "user"] or inputs
         query = asked[-1].text if asked else ""
@@ -218,7 +219,7 @@ class StudioReader:
             return self._skip("no_query", span_id)
         started = epoch_ns(start)
         conversation_id = str(conversation) if conversation not in (None, "", "unknown") else f"trace:{trace_id}"
-        return _Span(str(span_id), str(trace_id), name, started or 0, epoch_ns(end), conversation_id, query, answer.text, answer.blocks)
+        return _Span(str(span_id), str(trace_id), name, started or 0, epoch_ns(end), conversation_id, query, answer_text, answer.blocks)
 
     def _skip(self, reason: str, span_id: Any, exc: Exception | None = None) -> None:
         self.stats.skipped[reason] += 1
