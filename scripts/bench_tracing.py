@@ -190,21 +190,24 @@ def generate_file(path: str, schema: str, flat: bool, spans: int, seed: int) -> 
 
 
 def measure(path: str, repeats: int) -> dict[str, Any]:
-    """Best-of-``repeats`` seconds of one full read, with the process's peak RSS (``ru_maxrss``).
+    """Best-of-``repeats`` seconds of one full read (wall clock and this process's CPU time: on a shared machine the
+    CPU time is what the reader itself costs), with the process's peak RSS (``ru_maxrss``).
 
     Run in a fresh process whose parent stays small: Linux carries ``ru_maxrss`` over fork and exec, so a child of
     the generating process would report that process's size.
     """
     baseline_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    times = []
+    times, cpu_times = [], []
     for _ in range(repeats):
         reader = StudioReader(path)
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         pairs = sum(1 for _ in reader.pairs())
         times.append(time.perf_counter() - started)
+        cpu_times.append(time.process_time() - cpu_started)
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {"agent_spans": reader.stats.spans, "pairs": pairs, "skipped": dict(reader.stats.skipped),
-            "seconds": min(times), "all_seconds": times, "peak_rss_mb": peak_kb / 1024, "baseline_rss_mb": baseline_kb / 1024}
+            "seconds": min(times), "all_seconds": times, "cpu_seconds": min(cpu_times),
+            "peak_rss_mb": peak_kb / 1024, "baseline_rss_mb": baseline_kb / 1024}
 
 
 def in_fresh_process(function: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
@@ -221,28 +224,30 @@ def bench_schema(name: str, spans: int, repeats: int, work: Path, seed: int) -> 
     if (read["pairs"], read["agent_spans"]) != (made["valid"], made["reply_spans"]):
         raise RuntimeError(f"{name}: the reader made {read['pairs']} pairs of {read['agent_spans']} agent spans; "
                            f"the database holds {made['valid']} valid of {made['reply_spans']}")
-    seconds = read["seconds"]
+    seconds, cpu_seconds = read["seconds"], read["cpu_seconds"]
     row = {
         "schema": name, "generated": made, "db_mb": round(path.stat().st_size / 2**20, 1),
         **{k: read[k] for k in ("agent_spans", "pairs", "skipped")},
         "seconds": round(seconds, 3), "all_seconds": [round(s, 3) for s in read["all_seconds"]],
         "spans_per_s": round(made["spans"] / seconds), "agent_spans_per_s": round(read["agent_spans"] / seconds),
+        "cpu_seconds": round(cpu_seconds, 3), "cpu_spans_per_s": round(made["spans"] / cpu_seconds),
         "peak_rss_mb": round(read["peak_rss_mb"], 1), "baseline_rss_mb": round(read["baseline_rss_mb"], 1),
     }
-    print(f"{name:>8}: {row['spans_per_s']:,} spans/s, {row['agent_spans_per_s']:,} agent spans/s, {seconds:.2f} s, "
-          f"peak RSS {row['peak_rss_mb']} MB", flush=True)
+    print(f"{name:>8}: {row['spans_per_s']:,} spans/s, {row['agent_spans_per_s']:,} agent spans/s, {seconds:.2f} s "
+          f"({row['cpu_spans_per_s']:,} spans/s of CPU time, {cpu_seconds:.2f} s), peak RSS {row['peak_rss_mb']} MB", flush=True)
     return row
 
 
 def readme(results: dict[str, Any], command: str) -> str:
     m = results["machine"]
     lines = [
-        "| schema | spans in db | agent spans | pairs | skipped | seconds | spans/s | agent spans/s | db MB | peak RSS MB (idle) |",
-        "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|",
+        "| schema | spans in db | agent spans | pairs | skipped | seconds | spans/s | agent spans/s | CPU seconds | spans/s of CPU | db MB | peak RSS MB (idle) |",
+        "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
         *(
             f"| {r['schema']} | {r['generated']['spans']:,} | {r['agent_spans']:,} | {r['pairs']:,} | "
             f"{', '.join(f'{k} {v}' for k, v in sorted(r['skipped'].items()))} | {r['seconds']:.2f} | {r['spans_per_s']:,} | "
-            f"{r['agent_spans_per_s']:,} | {r['db_mb']} | {r['peak_rss_mb']} ({r['baseline_rss_mb']}) |"
+            f"{r['agent_spans_per_s']:,} | {r['cpu_seconds']:.2f} | {r['cpu_spans_per_s']:,} | {r['db_mb']} | "
+            f"{r['peak_rss_mb']} ({r['baseline_rss_mb']}) |"
             for r in results["schemas"]
         ),
     ]
@@ -256,6 +261,8 @@ The databases come from scripts/traced_agent.py's span builder with seeded synth
 answers with tool_use/tool_result blocks (~1 KB JSON results), apostrophes, quotes and unicode in the text,
 ~{ERROR_SHARE:.0%} ERROR replies (half without output) and a few replies cut after a tool call (no text: `no_output`).
 Generation is not timed. spans/s counts every span in the database; agent spans/s the reply spans read.
+Seconds are wall clock (best of {results['repeats']}); CPU seconds the reading process's own CPU time (best of {results['repeats']}),
+which other work on a shared machine changes much less than the wall clock.
 
 Command:
 

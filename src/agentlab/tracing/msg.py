@@ -2,7 +2,9 @@
 
 Old-schema spans store ``repr(Msg(...))``. It is read with Python's own literal parser (``ast``, never ``eval``), so any
 quoting, escape or unicode that ``repr`` chose survives: the upstream regex silently dropped every message containing an
-apostrophe. New-schema spans store OpenTelemetry GenAI messages (``role`` + ``parts``). Both become ``TraceMessage``
+apostrophe. Python's parser is slow (an AST per message), so the shapes ``repr`` writes first go through a JSON
+translation that accepts only text it reads exactly as ``ast`` would (``_fast_fields``); anything else takes the
+``ast`` path. New-schema spans store OpenTelemetry GenAI messages (``role`` + ``parts``). Both become ``TraceMessage``
 with agentscope-style blocks; ``msg_repr``/``to_genai`` write them back, for fixtures and our traced agents.
 """
 
@@ -10,6 +12,8 @@ from __future__ import annotations
 
 import ast
 import json
+import keyword
+import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -17,6 +21,15 @@ from typing import Any
 _POSITIONAL = ("name", "content", "role")  # Msg.__init__'s parameter order
 _REQUIRED = frozenset({"content", "role"})
 _EXCERPT = 80
+
+# the fast path's tokens: code with complete '...' strings in it, then one "..." string; keyword arguments; code chars
+_RUN = re.compile(r"""[^'"]*+(?:'[^']*+'[^'"]*+)*+""")
+_DOUBLE_QUOTED = re.compile(r'''"[^"\\]*+(?:\\.[^"\\]*+)*+"''')
+_KEYWORD = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=")
+_NOT_JSON_CODE = re.compile("[^\ud802 \t\n\\[\\]{},:0-9.eE+-]")
+# placeholders in the translation (accepted text holds no lone surrogate): \\ and \' in strings, code gaps, keywords
+_BACKSLASH, _APOSTROPHE, _GAP, _FIELD = "\ud800", "\ud801", "\ud802", "\udfff"
+_MAX_BRACKETS = 150  # well below Python's 200 nesting levels, so nothing the parser refuses is accepted
 
 
 class MsgParseError(ValueError):
@@ -35,7 +48,7 @@ class TraceMessage:
     @property
     def text(self) -> str:
         """The text blocks only: thinking, images and tool traffic are not what the message says."""
-        return "\n".join(block["text"] for block in self.blocks if block.get("type") == "text").strip()
+        return "\n".join([block["text"] for block in self.blocks if block.get("type") == "text"]).strip()
 
     def tool_calls(self) -> list[dict[str, Any]]:
         """The tool calls requested, arguments always a dict so callers never re-decode JSON."""
@@ -116,6 +129,9 @@ def _parse_text(text: str) -> list[TraceMessage]:
             return _from_objects(json.loads(stripped))
         except json.JSONDecodeError:
             pass
+    fields = _fast_fields(stripped)
+    if fields is not None:
+        return [_message(fields)]
     try:
         node = ast.parse(stripped, mode="eval").body
     except (SyntaxError, ValueError, RecursionError, MemoryError) as error:
@@ -125,6 +141,98 @@ def _parse_text(text: str) -> list[TraceMessage]:
     if isinstance(node, (ast.List, ast.Tuple)):
         return [_message_from_node(element) for element in node.elts]
     return [_message_from_node(node)]
+
+
+def _fast_fields(text: str) -> dict[str, Any] | None:
+    """A ``Msg(k=v, ...)`` repr's fields via one ``json.loads``, or None: then only ``ast`` can say what the text means.
+
+    Backslash pairs and escaped apostrophes become placeholders and "..." strings are rewritten as '...' ones, so that
+    splitting on ``'`` separates code from string bodies exactly. Accepted only when the result must equal what
+    ``ast`` reads: code of brackets, commas, colons, numbers and None/True/False; escapes JSON reads the same
+    (no ``\\/``, ``\\"`` in '...' or surrogate ``\\u``); every keyword at the top level, once; no raw surrogate
+    (so that surrogates can serve as placeholders).
+    """
+    if not text.startswith("Msg(") or not (text.isascii() or _utf8(text)):
+        return None
+    escaped = "\\" in text
+    if escaped:
+        text = text.replace("\\\\", _BACKSLASH)
+        if "\\/" in text or "\\u" in text and ("\\ud" in text or "\\uD" in text):
+            return None
+        text = text.replace("\\'", _APOSTROPHE)
+    quoted = '"' in text
+    if quoted:  # "..." strings become '...' ones; the '"' left are all inside strings
+        text = _single_quoted(text)
+        if text is None:
+            return None
+        text = text.replace('"', '\\"')
+    pieces = text.split("'")
+    code = _GAP.join(pieces[0::2])
+    if not len(pieces) % 2 or not code.endswith(")") or code.count("[") + code.count("{") > _MAX_BRACKETS:
+        return None
+    parts = _KEYWORD.split(code[4:-1])  # ['', name, value, name, value, ...]
+    names = parts[1::2]
+    values = _GAP.join(parts[2::2])
+    if parts[0] or any(map(keyword.iskeyword, names)):
+        return None
+    if _NOT_JSON_CODE.search(values.replace("None", "").replace("True", "").replace("False", "")):
+        return None
+    keys = list(map(_FIELD_KEYS.__getitem__, names))
+    parts[0] = "{"
+    parts[1::2] = map(_JSON_KEYS.__getitem__, keys)
+    parts.append("}")
+    pieces[0::2] = "".join(parts).replace("None", "null").replace("True", "true").replace("False", "false").split(_GAP)
+    translated = '"'.join(pieces)
+    if escaped or quoted:
+        translated = translated.replace(_APOSTROPHE, "'").replace(_BACKSLASH, "\\\\")
+    try:
+        loaded = json.loads(translated)
+    except (ValueError, RecursionError):
+        return None
+    return dict(zip(names, loaded.values())) if list(loaded) == keys else None
+
+
+class _Keys(dict[str, str]):
+    """``make(name)`` for each name asked for, made once."""
+
+    def __init__(self, make: Callable[[str], str]) -> None:
+        super().__init__()
+        self.make = make
+
+    def __missing__(self, name: str) -> str:
+        self[name] = value = self.make(name)
+        return value
+
+
+_FIELD_KEYS = _Keys(lambda name: _FIELD + name)  # keyword -> its key in the translation
+_JSON_KEYS = _Keys(lambda key: f'"{key}": ')
+
+
+def _single_quoted(text: str) -> str | None:
+    """``text`` with each "..." string written as '...' (apostrophes as placeholders); None if a string is left open."""
+    out, position, end = [], 0, len(text)
+    while True:
+        run = _RUN.match(text, position).group()  # always matches, maybe empty
+        if "\\" in run and '\\"' in run:  # \" inside '...': JSON would read it differently
+            return None
+        out.append(run)
+        position += len(run)
+        if position == end:
+            return "".join(out)
+        match = _DOUBLE_QUOTED.match(text, position)
+        if match is None:
+            return None
+        out.append("'" + match.group()[1:-1].replace("'", _APOSTROPHE).replace('\\"', '"') + "'")
+        position = match.end()
+
+
+def _utf8(text: str) -> bool:
+    """Python's parser refuses lone surrogates where JSON keeps them: such text goes to the parser."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _from_objects(value: Any) -> list[TraceMessage]:
@@ -200,7 +308,7 @@ def _normalise_block(block: Any, kinds: BlockKinds, what: str) -> dict[str, Any]
     if known is None:
         return block
     build, keys = known
-    return build(*(block.get(key) for key in keys))
+    return build(*map(block.get, keys))
 
 
 def _text_block(text: Any) -> dict[str, Any]:
