@@ -11,6 +11,10 @@ turns); trl takes them as ``assistant_masks``, so the loss falls on assistant to
 feeds the rest (``trainers.prefix``: exact loss, a truncated backward). Agent samples are mostly prompt, so
 it cuts a step's time and memory several-fold on CPU. Not used with packing or padding-free batches
 (several samples share a row there).
+
+Every step scores only the labelled positions through the LM head, and ``attn_implementation`` (default
+``sdpa_segments``) runs a packed or padding-free row's attention per sequence (``trainers.packed``; the same loss
+and gradients, less compute).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from agentlab.training.continual import ReplayBuffer
 from agentlab.training.coreset import CoresetSelector
 from agentlab.training.samples import DialogSource, SFTSamples
 from agentlab.training.trainers.base import LoraAlgorithm, TrainResult
+from agentlab.training.trainers.packed import labelled_positions_only, register_sdpa_segments
 from agentlab.training.trainers.prefix import IGNORE_INDEX, PrefixDetached
 
 if TYPE_CHECKING:
@@ -37,18 +42,17 @@ def to_trl_rows(samples: list[dict[str, Any]]) -> list[dict[str, list[int]]]:
 
 
 def sft_trainer_class(detach_prefix: bool) -> type:
-    """trl's ``SFTTrainer``, or a subclass whose loss runs each batch's prompt prefix without gradient."""
+    """trl's ``SFTTrainer`` scoring labelled positions only; with ``detach_prefix`` each batch's prompt prefix runs without gradient."""
     from trl import SFTTrainer
 
-    if not detach_prefix:
-        return SFTTrainer
-
-    class PrefixDetachedSFTTrainer(SFTTrainer):
+    class AgentSFTTrainer(SFTTrainer):
         def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None) -> Any:
-            detached = PrefixDetached(model, self.args.gradient_checkpointing_kwargs)
-            return super().compute_loss(detached, inputs, return_outputs, num_items_in_batch)
+            if detach_prefix:
+                model = PrefixDetached(model, self.args.gradient_checkpointing_kwargs)
+            with labelled_positions_only():
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
-    return PrefixDetachedSFTTrainer
+    return AgentSFTTrainer
 
 
 class SFTAlgorithm(LoraAlgorithm):
@@ -65,11 +69,20 @@ class SFTAlgorithm(LoraAlgorithm):
         continual: ReplayBuffer | None = None,
         lora: dict[str, Any] | None = None,
         detach_prefix: bool = False,
+        attn_implementation: str = "sdpa_segments",
         **training_args: Any,
     ) -> None:
         super().__init__(lora, **training_args)
         self.samples = SFTSamples(data, formatter, coreset, continual)
         self.detach_prefix = detach_prefix
+        self.attn_implementation = attn_implementation
+
+    def model_and_peft(self, model_path: str, init_adapter: str | None) -> tuple[Any, Any, Any]:
+        """The base class's model, its attention set to ``attn_implementation`` (``sdpa_segments`` registered first)."""
+        register_sdpa_segments()
+        model, tokenizer, peft_config = super().model_and_peft(model_path, init_adapter)
+        model.set_attn_implementation(self.attn_implementation)
+        return model, tokenizer, peft_config
 
     def train(self, model_path: str, samples: list[dict[str, Any]], output_dir: Path, init_adapter: str | None = None) -> TrainResult:
         """Fine-tune ``model_path`` on formatter ``samples``."""
