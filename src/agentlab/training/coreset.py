@@ -52,12 +52,11 @@ def token_counts(samples: Sequence[Sample], labelled_only: bool) -> tuple[np.nda
     flat = np.concatenate(ids).astype(np.int64, copy=False) if len(ids) else np.zeros(0, dtype=np.int64)
     if flat.size and flat.min() < 0:
         raise ValueError("token ids must be >= 0")
-    doc = np.repeat(np.arange(len(samples)), lengths)
-    if labelled_only and flat.size:
-        keep = np.concatenate([s.get("labels", s["input_ids"]) for s in samples]) != IGNORE_INDEX
-        flat, doc = flat[keep], doc[keep]
     width = int(flat.max()) + 1 if flat.size else 1
-    keys, counts = np.unique(doc * width + flat, return_counts=True)
+    keys = np.repeat(np.arange(len(samples)) * width, lengths) + flat
+    if labelled_only and flat.size:
+        keys = keys[np.concatenate([s.get("labels", s["input_ids"]) for s in samples]) != IGNORE_INDEX]
+    keys, counts = np.unique(keys, return_counts=True)
     return keys // width, keys % width, counts
 
 
