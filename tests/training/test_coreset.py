@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -199,6 +200,22 @@ def test_token_counts_take_label_tokens_or_all_tokens_without_labels() -> None:
     assert list(zip(doc.tolist(), tok.tolist(), counts.tolist())) == [(0, 3, 1), (0, 4, 2), (0, 9, 1), (1, 2, 1), (1, 7, 2)]
     with pytest.raises(ValueError, match="token ids must be >= 0"):
         token_counts([{"input_ids": [1, -3]}], labelled_only=True)
+
+
+def test_features_are_the_hashed_log_tf_idf_of_the_label_tokens() -> None:
+    """Against the formula written out one sample and one token at a time."""
+    data = token_samples(CLUSTERS) + [{"input_ids": [3, 100, 100, 7]}]  # no labels: every token counts
+    dim = 16
+    tokens = [[t for t, lab in zip(s["input_ids"], s.get("labels", s["input_ids"])) if lab != IGNORE_INDEX] for s in data]
+    df = Counter(t for sample in tokens for t in set(sample))
+    expected = np.zeros((len(data), dim))
+    for row, sample in enumerate(tokens):
+        for token, count in Counter(sample).items():
+            hashed = (token * 0x9E3779B97F4A7C15) % 2**64
+            sign = -1.0 if hashed >> 63 else 1.0
+            expected[row, (hashed >> 33) % dim] += sign * (1 + np.log(count)) * np.log((1 + len(data)) / (1 + df[token]))
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    np.testing.assert_allclose(token_features(data, dim), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_hybrid_takes_loss_first_then_diversity() -> None:
