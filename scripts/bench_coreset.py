@@ -170,7 +170,9 @@ idle machine's wall time would be, while "seconds" also counts waiting for a cor
 
 {chr(10).join(loss_lines)}
 
-Goal, `diversity` and `hybrid` under 10 s: {goal(div['seconds'], hyb['seconds'])} in wall time, {goal(div['cpu_s'], hyb['cpu_s'])} in CPU time.
+Goal, `diversity` and `hybrid` under 10 s: {goal(div['seconds'], hyb['seconds'])} in wall time, {goal(div['cpu_s'], hyb['cpu_s'])} in CPU time
+(the work; the wall time also waits for a core: this process had {div['cpu_s'] / max(div['seconds'], 1e-9):.0%} of one during `diversity`,
+{hyb['cpu_s'] / max(hyb['seconds'], 1e-9):.0%} during `hybrid`).
 
 Reading it: `none`, `random` and `loss_topk` only sort or draw indices. Farthest-point is exact greedy max-min
 (the tests pin its picks against a plain full scan per pick) but lazy. A full scan reads all {sel['n']:,} feature rows
@@ -182,7 +184,7 @@ they missed, {CATCH_UP:,} at a time as one matrix-matrix product, stopping once 
 Rows whose topic already has a pick rise above the frontier and are not compared again until it reaches them. `hybrid`'s {1 - LOSS_FRACTION:.0%}
 diversity part starts from the loss part's picks the same way: every row is compared with the first {CENTER_BLOCK} of
 them, the rest only as rows reach the frontier. BLAS runs single-threaded there (small products; a thread
-waiting for a busy core stalls each one). Featurisation (a sort of every (sample, token) pair in `np.unique`)
+waiting for a busy core stalls each one). Featurisation (mostly one sort of every (sample, token) key)
 is {sel['features_cpu_s']:.2f} of `diversity`'s {div['cpu_s']:.2f} CPU seconds and {sel['features_cpu_s']:.2f} of `hybrid`'s {hyb['cpu_s']:.2f}; the picks are the rest.
 Diversity keeps {div_topics:,} distinct topics where a random draw of the same size keeps {random_topics:,} (it mostly repeats the popular ones).
 At a real tau2 scale (hundreds to a few thousand dialogs) selection takes a fraction of a second; the base
