@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -11,7 +12,15 @@ import torch
 from hydra.utils import instantiate
 from sft_helpers import tiny_model, tokenizer, weather_dialog
 
-from agentlab.training.coreset import STRATEGIES, CoresetSelector, heuristic_loss, per_sample_loss, token_features
+from agentlab.training.coreset import (
+    STRATEGIES,
+    CoresetSelector,
+    farthest_point,
+    heuristic_loss,
+    per_sample_loss,
+    token_counts,
+    token_features,
+)
 from agentlab.training.formatter import IGNORE_INDEX, AgentSFTFormatter
 
 CITIES = ["Paris", "Oslo", "Lima", "Quito", "Hanoi", "Cairo", "Perth", "Reykjavik", "Ulaanbaatar", "Nairobi"]
@@ -115,6 +124,98 @@ def test_features_are_unit_cosine_bags() -> None:
     np.testing.assert_allclose(np.linalg.norm(features, axis=1), 1.0, rtol=1e-5)
     similarity = features @ features.T
     assert similarity[0, 1:6].min() > similarity[0, 6:].max()  # same pool is closer than another pool
+
+
+def reference_farthest_point(features: np.ndarray, k: int, centers: list[int], start: int) -> list[int]:
+    """The plain greedy: after every pick, each row's highest similarity to anything chosen, from scratch."""
+    similarity = features @ features.T
+    chosen = list(centers) or [start]
+    picks = [] if centers else [start]
+    while len(picks) < k:
+        closest = similarity[:, chosen].max(axis=1)
+        closest[chosen] = np.inf
+        pick = int(np.argmin(closest))  # ties: the lowest index
+        picks.append(pick)
+        chosen.append(pick)
+    return picks
+
+
+def spread_features(dim: int = 32) -> np.ndarray:
+    """Real hashed features of 320 samples from 40 token pools of very different sizes (no two rows equal)."""
+    sizes = [1 + (g * 7) % 17 for g in range(40)]
+    features = token_features(token_samples([(list(range(50 * g, 50 * g + 12)), c) for g, c in enumerate(sizes)]), dim)
+    assert len(np.unique(features, axis=0)) == len(features)
+    return features
+
+
+@pytest.mark.parametrize("candidates", [1, 3, 17, 4096])
+@pytest.mark.parametrize("centers", [[], [5, 40, 41, 200, 7, 319]])
+def test_farthest_point_picks_what_the_plain_greedy_picks(candidates: int, centers: list[int]) -> None:
+    """The lazy bounds change the cost, never the picks or their order (few candidates: many catch-ups)."""
+    features = spread_features()
+    expected = reference_farthest_point(features, 120, centers, start=11)
+    picked = farthest_point(features, 120, np.array(centers, dtype=np.int64), start=11, candidates=candidates)
+    assert picked.tolist() == expected
+
+
+@pytest.mark.parametrize("candidates", [1, 4, 4096])
+def test_farthest_point_breaks_ties_by_the_lowest_index(candidates: int) -> None:
+    """Rows repeated many times (halves and ones: every product exact), so most comparisons are ties."""
+    rng = np.random.default_rng(4)
+    distinct = np.eye(6, dtype=np.float32)[:, :5] + 0.5 * np.eye(6, dtype=np.float32)[:, 1:]
+    features = distinct[rng.integers(0, 6, size=90)]
+    expected = reference_farthest_point(features, 30, [], start=2)
+    assert farthest_point(features, 30, np.zeros(0, dtype=np.int64), start=2, candidates=candidates).tolist() == expected
+
+
+def test_a_candidate_tied_with_a_lower_row_left_out_waits() -> None:
+    """After picks 0 and 3, rows 1 and 2 are both 0.5 from the picks; row 2 (a candidate that rose to 0.5)
+    must not be taken before row 1 (left out of the two candidates, at 0.5 all along)."""
+    features = np.array([[1, 0, 0], [0.5, 0, 0], [0.25, 0, 0.5], [0, 0, 1]], dtype=np.float32)
+    assert reference_farthest_point(features, 3, [], start=0) == [0, 3, 1]
+    assert farthest_point(features, 3, np.zeros(0, dtype=np.int64), start=0, candidates=2).tolist() == [0, 3, 1]
+
+
+def test_diversity_and_hybrid_select_the_plain_greedy_picks() -> None:
+    sizes = [1 + (g * 7) % 17 for g in range(40)]
+    data = token_samples([(list(range(50 * g, 50 * g + 12)), c) for g, c in enumerate(sizes)])
+    features = token_features(data, 128)
+    start = int(np.random.default_rng(0).integers(len(data)))  # the selector's seeded first pick
+    diverse = CoresetSelector("diversity", target_size=50, seed=0).select_indices(data)
+    assert diverse.tolist() == sorted(reference_farthest_point(features, 50, [], start))
+    losses = np.random.default_rng(2).random(len(data))
+    from_loss = np.argsort(-losses, kind="stable")[:30].tolist()
+    hybrid = CoresetSelector("hybrid", target_size=50, loss_fraction=0.6).select_indices(data, losses=losses)
+    assert hybrid.tolist() == sorted(from_loss + reference_farthest_point(features, 20, from_loss, start))
+
+
+def test_token_counts_take_label_tokens_or_all_tokens_without_labels() -> None:
+    data = [
+        {"input_ids": [4, 4, 9, 3], "labels": [IGNORE_INDEX, 4, 9, IGNORE_INDEX]},
+        {"input_ids": np.array([7, 7, 2], dtype=np.int32)},
+    ]
+    doc, tok, counts = token_counts(data, labelled_only=True)
+    assert list(zip(doc.tolist(), tok.tolist(), counts.tolist())) == [(0, 4, 1), (0, 9, 1), (1, 2, 1), (1, 7, 2)]
+    doc, tok, counts = token_counts(data, labelled_only=False)
+    assert list(zip(doc.tolist(), tok.tolist(), counts.tolist())) == [(0, 3, 1), (0, 4, 2), (0, 9, 1), (1, 2, 1), (1, 7, 2)]
+    with pytest.raises(ValueError, match="token ids must be >= 0"):
+        token_counts([{"input_ids": [1, -3]}], labelled_only=True)
+
+
+def test_features_are_the_hashed_log_tf_idf_of_the_label_tokens() -> None:
+    """Against the formula written out one sample and one token at a time."""
+    data = token_samples(CLUSTERS) + [{"input_ids": [3, 100, 100, 7]}]  # no labels: every token counts
+    dim = 16
+    tokens = [[t for t, lab in zip(s["input_ids"], s.get("labels", s["input_ids"])) if lab != IGNORE_INDEX] for s in data]
+    df = Counter(t for sample in tokens for t in set(sample))
+    expected = np.zeros((len(data), dim))
+    for row, sample in enumerate(tokens):
+        for token, count in Counter(sample).items():
+            hashed = (token * 0x9E3779B97F4A7C15) % 2**64
+            sign = -1.0 if hashed >> 63 else 1.0
+            expected[row, (hashed >> 33) % dim] += sign * (1 + np.log(count)) * np.log((1 + len(data)) / (1 + df[token]))
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    np.testing.assert_allclose(token_features(data, dim), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_hybrid_takes_loss_first_then_diversity() -> None:

@@ -16,8 +16,9 @@ Features: the label tokens of a sample (all its tokens when it has no labels), b
 prompt and tool list would otherwise make every agent dialog look alike; weighted by log term frequency
 times inverse document frequency, so tokens every sample has (``<tool_call>``, JSON keys) count for
 nothing; hashed with random signs into ``feature_dim`` buckets (signed hashing keeps inner products
-unbiased); rows L2-normalised. Farthest-point costs O(n * k * feature_dim): one matrix-vector product per
-pick, no pairwise matrix. Selected indices are returned in the samples' original order.
+unbiased); rows L2-normalised. Farthest-point is exact greedy max-min but lazy: a row's highest similarity to
+what was chosen only grows, so a stale value is a lower bound, and only the rows lowest by it are brought up to
+date (see ``farthest_point``). Selected indices are returned in the samples' original order.
 """
 
 from __future__ import annotations
@@ -27,32 +28,38 @@ from typing import Any
 
 import numpy as np
 from loguru import logger
+from threadpoolctl import threadpool_limits
 
 from agentlab.training.formatter import IGNORE_INDEX, Sample
 
 STRATEGIES = ("none", "random", "loss_topk", "diversity", "hybrid")
 HEURISTIC_LENGTH_SCALE = 512.0
 HEURISTIC_ENTROPY_SCALE = 5.0
-CENTER_BLOCK = 256  # centres compared at once when seeding farthest-point: bounds the n x block similarity matrix
+CENTER_BLOCK = 256  # chosen rows every row is compared with up front: the first lower bounds
+CANDIDATES = 4096  # rows farthest-point keeps exact at once: one pick costs a CANDIDATES x feature_dim product
+CATCH_UP = 2048  # chosen rows a stale row is compared with at once: bounds the rows x chunk similarity matrix
+ROW_BLOCK = 8192  # rows compared with the first CENTER_BLOCK chosen at once: bounds that similarity matrix
 HASH_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing: spreads consecutive token ids over buckets
 
 
-def _sample_tokens(sample: Sample, labelled_only: bool) -> np.ndarray:
-    ids = np.asarray(sample["input_ids"], dtype=np.int64)
-    if labelled_only and "labels" in sample:
-        return ids[np.asarray(sample["labels"]) != IGNORE_INDEX]
-    return ids
-
-
 def token_counts(samples: Sequence[Sample], labelled_only: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(sample index, token id, count) for every distinct token of every sample, in one vectorised pass."""
-    tokens = [_sample_tokens(s, labelled_only) for s in samples]
-    lengths = np.array([len(t) for t in tokens], dtype=np.int64)
-    flat = np.concatenate(tokens) if tokens else np.zeros(0, dtype=np.int64)
+    """(sample index, token id, count) for every distinct token of every sample, in one vectorised pass.
+
+    ``labelled_only``: only tokens whose label is not ``IGNORE_INDEX`` (all of a sample without labels).
+    """
+    ids = [s["input_ids"] for s in samples]
+    lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+    flat = np.concatenate(ids).astype(np.int64, copy=False) if len(ids) else np.zeros(0, dtype=np.int64)
     if flat.size and flat.min() < 0:
         raise ValueError("token ids must be >= 0")
     width = int(flat.max()) + 1 if flat.size else 1
-    keys, counts = np.unique(np.repeat(np.arange(len(samples)), lengths) * width + flat, return_counts=True)
+    keys = np.repeat(np.arange(len(samples)) * width, lengths) + flat
+    if labelled_only and flat.size:
+        keys = keys[np.concatenate([s.get("labels", s["input_ids"]) for s in samples]) != IGNORE_INDEX]
+    keys.sort()  # np.unique's own passes over the sorted keys cost twice the sort
+    starts = np.flatnonzero(np.diff(keys, prepend=-1))
+    counts = np.diff(starts, append=len(keys))
+    keys = keys[starts]
     return keys // width, keys % width, counts
 
 
@@ -73,37 +80,114 @@ def _bucket_and_sign(tokens: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarr
 def token_features(samples: Sequence[Sample], dim: int) -> np.ndarray:
     """(n, dim) float32 rows: hashed, signed log-tf x idf bags of the samples' label tokens, L2-normalised."""
     doc, tok, counts = token_counts(samples, labelled_only=True)
-    df = np.bincount(tok)
-    idf = np.log((1.0 + len(samples)) / (1.0 + df[tok]))
-    bucket, sign = _bucket_and_sign(tok, dim)
-    weights = sign * (1.0 + np.log(counts)) * idf
-    flat = np.bincount(doc * dim + bucket.astype(np.int64), weights=weights, minlength=len(samples) * dim)
+    idf = np.log((1.0 + len(samples)) / (1.0 + np.bincount(tok)))  # per token id, then looked up per pair
+    bucket, sign = _bucket_and_sign(np.arange(len(idf)), dim)
+    weights = sign[tok] * (1.0 + np.log(counts)) * idf[tok]
+    flat = np.bincount(doc * dim + bucket.astype(np.int64)[tok], weights=weights, minlength=len(samples) * dim)
     features = flat.reshape(len(samples), dim).astype(np.float32)
     norms = np.linalg.norm(features, axis=1, keepdims=True)
     return features / np.where(norms > 0, norms, 1.0)
 
 
-def farthest_point(features: np.ndarray, k: int, centers: np.ndarray, start: int) -> np.ndarray:
+def farthest_point(
+    features: np.ndarray, k: int, centers: np.ndarray, start: int, candidates: int = CANDIDATES
+) -> np.ndarray:
     """Greedy max-min selection of ``k`` more rows, far (in cosine) from ``centers`` and from each other.
 
-    Tracks each row's highest similarity to anything chosen; each pick is the row where it is lowest
-    (ties: the lowest index). Without ``centers`` the first pick is ``start``.
+    Each pick is the row whose highest similarity to anything chosen is lowest (ties: the lowest index);
+    without ``centers`` the first pick is ``start``. Lazily: ``bound`` holds each row's highest similarity to
+    the first ``level`` chosen rows, a lower bound that only grows. The ``candidates`` rows lowest by it are
+    brought up to date, then picked from, each pick updating only them, while the best of them is still
+    below every other row's bound, so the picks are those of a full scan after every pick. A full scan reads
+    every row per pick (memory-bound); this reads a few thousand, plus the rows near the frontier again
+    in blocks. BLAS runs single-threaded: at these sizes threads cost more to wake than they save, and on
+    a shared machine a waiting thread stalls each product.
     """
-    n = len(features)
-    closest = np.full(n, -np.inf, dtype=np.float32)
-    for block in np.array_split(centers, max(1, -(-len(centers) // CENTER_BLOCK))):
-        if len(block):
-            np.maximum(closest, (features @ features[block].T).max(axis=1), out=closest)
-    closest[centers] = np.inf
     picks = np.empty(k, dtype=np.int64)
-    similarity = np.empty(n, dtype=np.float32)
-    for i in range(k):
-        pick = start if i == 0 and len(centers) == 0 else int(np.argmin(closest))
-        picks[i] = pick
-        np.matmul(features, features[pick], out=similarity)
-        np.maximum(closest, similarity, out=closest)
-        closest[pick] = np.inf
+    if k == 0:
+        return picks
+    chosen = np.empty((len(centers) + k, features.shape[1]), dtype=np.float32)  # centers, then picks
+    if len(centers):
+        chosen[: len(centers)] = features[centers]
+        m, made = len(centers), 0
+    else:
+        chosen[0], picks[0] = features[start], start
+        m, made = 1, 1
+    with threadpool_limits(limits=1, user_api="blas"):
+        bound = _first_bounds(features, chosen[: min(m, CENTER_BLOCK)])
+        level = np.full(len(features), min(m, CENTER_BLOCK), dtype=np.int64)
+        bound[centers] = np.inf
+        bound[picks[:made]] = np.inf
+        while made < k:
+            rows, cut, beaten = _lowest(bound, candidates)
+            stale = rows[level[rows] < m]
+            if stale.size:
+                _catch_up(features, chosen[:m], stale, bound, level, cut)
+                continue
+            made_now = _pick_among(features, rows, bound, beaten, picks[made:], chosen[m:])
+            made, m = made + made_now, m + made_now
+            level[rows] = m
     return picks
+
+
+def _first_bounds(features: np.ndarray, chosen: np.ndarray) -> np.ndarray:
+    """Each row's highest similarity to ``chosen`` (float32), a block of rows at a time."""
+    bound = np.empty(len(features), dtype=np.float32)
+    for lo in range(0, len(features), ROW_BLOCK):
+        np.max(features[lo : lo + ROW_BLOCK] @ chosen.T, axis=1, out=bound[lo : lo + ROW_BLOCK])
+    return bound
+
+
+def _lowest(bound: np.ndarray, count: int) -> tuple[np.ndarray, float, tuple[float, int]]:
+    """The ``count`` unpicked rows lowest by (bound, index), ascending; the highest bound among them; and the
+    (bound, index) of the lowest row left out, which a pick among them must be below."""
+    live = bound < np.inf
+    if count >= np.count_nonzero(live):
+        rows = np.flatnonzero(live)
+        return rows, float(bound[rows].max()), (np.inf, len(bound))
+    kth = bound[np.argpartition(bound, count - 1)[count - 1]]
+    below, tied = np.flatnonzero(bound < kth), np.flatnonzero(bound == kth)
+    need = count - len(below)
+    rows = np.sort(np.concatenate([below, tied[:need]]))
+    if need < len(tied):
+        return rows, float(kth), (float(kth), int(tied[need]))
+    above = np.where(bound > kth, bound, np.inf)
+    nearest = int(np.argmin(above))
+    return rows, float(kth), (float(above[nearest]), nearest)
+
+
+def _catch_up(features: np.ndarray, chosen: np.ndarray, stale: np.ndarray, bound: np.ndarray, level: np.ndarray, cut: float) -> None:
+    """Compare ``stale`` rows with the chosen rows they have not seen, ``CATCH_UP`` at a time (rows that
+    arrived at the same level together); a row stops once its bound passes ``cut``: it is no candidate now."""
+    levels = level[stale]
+    for start in np.unique(levels):
+        rows, lo = stale[levels == start], int(start)
+        while rows.size and lo < len(chosen):
+            hi = min(lo + CATCH_UP, len(chosen))
+            bound[rows] = np.maximum(bound[rows], (features[rows] @ chosen[lo:hi].T).max(axis=1))
+            level[rows] = lo = hi
+            rows = rows[bound[rows] <= cut]
+
+
+def _pick_among(
+    features: np.ndarray, rows: np.ndarray, bound: np.ndarray, beaten: tuple[float, int], picks: np.ndarray, chosen: np.ndarray
+) -> int:
+    """Pick from ``rows`` (all up to date) while the best of them is below ``beaten``, the (bound, index) of
+    every other row; writes the picks and their features, updates the rows' bounds, returns how many."""
+    block, values = features[rows], bound[rows]
+    similarity = np.empty(len(rows), dtype=np.float32)
+    made = 0
+    while made < len(picks):
+        best = int(np.argmin(values))
+        if (values[best], rows[best]) >= beaten:
+            break
+        picks[made], chosen[made] = rows[best], block[best]
+        made += 1
+        np.matmul(block, block[best], out=similarity)
+        np.maximum(values, similarity, out=values)
+        values[best] = np.inf
+    bound[rows] = values
+    return made
 
 
 def per_sample_loss(model: Any, samples: Sequence[Sample], batch_size: int = 4) -> np.ndarray:
