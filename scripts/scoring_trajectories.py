@@ -344,6 +344,8 @@ def _mutate(how: str) -> Callable[..., tuple[list[Move], str] | None]:
                 options += [(i, (n,), n) for n in names]
             else:
                 for path, key in _leaves(call.arguments):
+                    if _get(call.arguments, path) is None:
+                        continue
                     if how == "value" or len(data.values.get(key, [])) > 1:
                         options.append((i, path, key))
         if not options:
