@@ -3,10 +3,11 @@
 Every trajectory from ``scoring_trajectories`` (per base task the oracle's run, seeded perturbations of it, records
 with another termination and a few with tampered tool results) is scored by both with evaluation type ALL (also
 ACTION and COMMUNICATE, and ENV on every ``--env-every``-th): the two ``RewardInfo.model_dump()`` must be equal
-entirely, or both must raise the same exception type with the same message (the time the replay made its own
-result at masked).
-Then agentlab's ``environment(domain)``, set to the task's initial state, runs the same calls live: each result
-and ``get_db_hash()`` / ``get_user_db_hash()`` at the end must equal what tau2's environment gave in the run.
+entirely, or both must raise the same exception type with the same message (only the time the replay made its own
+result at is masked), and neither may change the record it scores. Then agentlab's ``environment(domain)``, set to
+the task's initial state, runs the same calls live: each result and ``get_db_hash()`` / ``get_user_db_hash()`` at
+the end must equal what tau2's environment gave in the run. One process scores everything, so an environment that
+leaks state into the next (a shared template written through) shows as a mismatch further on.
 
     python scripts/differential_scoring.py [--domains airline retail telecom mock] [--tasks N] [--per-task 2]
         [--tampered 3] [--seed 0] [--out experiments/scoring_differential/results.json]
@@ -114,7 +115,9 @@ def check(
 ) -> dict[str, Any]:
     """Every comparison of one trajectory: the scorings, and the live replay where tau2's environment matches it."""
     types = (*ALWAYS, EvaluationType.ENV) if with_env else ALWAYS
+    before = trajectory.simulation.model_dump_json()
     scorings = [score_both(trajectory, t, evaluate) for t in types]
+    unchanged = trajectory.simulation.model_dump_json() == before  # scoring never edits the record it scores
     replay = replay_live(trajectory, environment) if trajectory.environment is not None else None
     return {
         "name": trajectory.name,
@@ -126,7 +129,8 @@ def check(
         "messages": len(trajectory.simulation.messages),
         "scorings": scorings,
         "replay": replay,
-        "equal": all(s["equal"] for s in scorings) and (replay is None or replay["equal"]),
+        "record_unchanged": unchanged,
+        "equal": unchanged and all(s["equal"] for s in scorings) and (replay is None or replay["equal"]),
         "scored": scored_as(scorings[0]["tau2"]),
     }
 

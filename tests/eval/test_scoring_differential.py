@@ -167,6 +167,15 @@ def test_a_changed_check_or_a_changed_error_is_a_mismatch(trajectories):
     assert not check(_one(trajectories, "mock", "tampered_content"), with_env=False, evaluate=other_error)["equal"]
 
 
+def test_a_scoring_that_edits_the_record_is_a_mismatch(trajectories):
+    def editing(**kwargs: Any) -> Any:
+        kwargs["simulation"].messages[-1].content += " "
+        return environments.evaluate(**kwargs)
+
+    gold = Generator("mock").gold(tasks_of("mock")[0])
+    assert not check(gold, with_env=False, evaluate=editing)["equal"]
+
+
 def test_a_different_environment_is_a_mismatch(trajectories):
     gold = next(t for t in trajectories["telecom"] if t.kind == "gold" and t.task.evaluation_criteria.actions)
 
