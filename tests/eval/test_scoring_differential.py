@@ -154,7 +154,7 @@ def test_a_changed_check_or_a_changed_error_is_a_mismatch(trajectories):
         return info.model_copy(update={"communicate_checks": checks})
 
     with_info = next(
-        t for t in trajectories["airline"] if t.kind == "gold" and t.task.evaluation_criteria.communicate_info
+        t for t in trajectories["mock"] if t.kind == "gold" and t.task.evaluation_criteria.communicate_info
     )
     assert not check(with_info, with_env=False, evaluate=flipped)["equal"]
 
