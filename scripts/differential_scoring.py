@@ -29,6 +29,7 @@ import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
+from functools import cache
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -192,8 +193,10 @@ def table(summary: dict[str, Any]) -> str:
     return "\n".join("  ".join(line) for line in lines)
 
 
+@cache
 def module_record() -> dict[str, Any]:
-    """Which ``agentlab.eval.environments`` was compared (a stand-in is untracked: its hash tells it apart)."""
+    """Which ``agentlab.eval.environments`` was compared (a stand-in is untracked: its hash tells it apart), and the
+    commit, both as they were when the first domain finished."""
     path = Path(environments.__file__)
     tracked = subprocess.run(
         ["git", "ls-files", "--error-unmatch", str(path)], cwd=ROOT, capture_output=True, check=False
