@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "experiments" / "bench_eval"
-MAX_STEPS = 30  # agentlab's and the lab's step limit (each counts its own way); tau2's CLI keeps its default
+LAB_MAX_STEPS = 30  # the lab's README value (it counts turns); agentlab and tau2's CLI keep tau2's 200 messages
 # tau2's CLI reads its API keys from the environment variables it is told to: a dummy one for the loopback server
 TAU2_KEY_ENV = "BENCH_ORACLE_API_KEY"
 
@@ -77,7 +77,7 @@ class Cell:
 def bench_agentlab(domain: Tau2Domain, tasks: list[Task], base_url: str, concurrency: int, processes: int) -> dict[str, float]:
     """agentlab's own harness: play and score every task, rows streamed to a results file (no summary)."""
     evaluation = Evaluation(
-        runner=TaskRunner(domain, max_steps=MAX_STEPS),
+        runner=TaskRunner(domain),
         agent=OpenAIModel(AGENT_MODEL, base_url=base_url),
         user=OpenAIModel(USER_MODEL, base_url=base_url),
         task_split="base",
@@ -100,7 +100,7 @@ def bench_lab(tasks: list[Task], base_url: str) -> dict[str, float]:
 
     async def run_all() -> None:
         for task in tasks:
-            runner = lab_runner.TaskRunner(max_steps=MAX_STEPS)
+            runner = lab_runner.TaskRunner(max_steps=LAB_MAX_STEPS)
             agent = OpenAIChatCompletionClient(model=AGENT_MODEL, base_url=base_url, api_key="EMPTY")
             user = OpenAIChatCompletionClient(model=USER_MODEL, base_url=base_url, api_key="EMPTY")
             conversation = await runner.run(task, agent, user)
