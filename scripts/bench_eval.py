@@ -166,7 +166,7 @@ def run_table(
     names: list[str],
     latencies_ms: list[float],
     concurrencies: list[int],
-    evaluator_processes: int = 2,
+    evaluator_processes: int = 0,
 ) -> dict[str, Cell]:
     """Every harness at every latency and concurrency against one oracle server per latency (a sequential harness
     at concurrency 1 only)."""
@@ -279,7 +279,7 @@ def main() -> None:
     parser.add_argument("--harness", nargs="+", choices=("agentlab", "lab", "tau2"), default=["agentlab", "lab", "tau2"])
     parser.add_argument("--latency-ms", nargs="+", type=float, default=[0.0, 300.0], help="simulated model latency per request")
     parser.add_argument("--concurrency", nargs="+", type=int, default=[1, 8])
-    parser.add_argument("--evaluator-processes", type=int, default=2, help="agentlab's scoring processes at concurrency > 1")
+    parser.add_argument("--evaluator-processes", type=int, default=0, help="agentlab's scoring processes at concurrency > 1")
     parser.add_argument("--skip-window", action="store_true", help="skip the sliding-window measurement")
     parser.add_argument("--skip-local", action="store_true", help="skip the SmolLM2 prefix-reuse measurement")
     parser.add_argument("--out", type=Path, default=OUT / "results.json")
