@@ -73,7 +73,10 @@ def summarize(
 ) -> dict[str, Any]:
     """The end-of-run summary: rewards and pass^k with their 95% intervals (``ci95``), the do-nothing ``baseline``
     (task id -> its reward) and the reward on the tasks it fails, termination reasons, errors, tokens (the
-    judge's too), cost, time. Infrastructure errors are in no mean and no interval."""
+    judge's too), cost, time. Infrastructure errors are in no mean and no interval.
+
+    The definition from a whole list of rows: the harness streams its rows through ``RunSummary``, which must
+    give exactly this (the tests hold them equal)."""
     counted = scored(rows)
     usage, judge = tokens(rows, "usage"), tokens(rows, "judge_usage")
     rewards = [row["reward"] for row in counted]
