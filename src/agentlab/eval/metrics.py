@@ -213,10 +213,13 @@ def pass_hat_k_of_trials(k: int) -> TaskStatistic:
     """A task's pass^k (tau2's C(s,k)/C(n,k), success = reward 1 +- 1e-6) from its trials' rewards."""
     import numpy as np
 
+    tables: dict[int, Any] = {}  # trial count n -> pass^k for s = 0..n successes, built once per n
+
     def statistic(trials: Any) -> Any:
         n = trials.shape[1]
-        table = np.array([pass_hat_k(n, s, k) for s in range(n + 1)])
-        return table[(np.abs(trials - 1.0) <= 1e-6).sum(axis=1)]
+        if n not in tables:
+            tables[n] = np.array([pass_hat_k(n, s, k) for s in range(n + 1)])
+        return tables[n][(np.abs(trials - 1.0) <= 1e-6).sum(axis=1)]
 
     return statistic
 
