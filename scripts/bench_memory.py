@@ -168,7 +168,7 @@ def main() -> None:
         report["runs"].append(result)
     if args.tracemalloc:
         result = in_child(args.tracemalloc, args.logger, trace=True)
-        print(f"N={result['pairs']} tracemalloc peak {result['tracemalloc_peak_mb']} MB; held at the end:")
+        print(f"N={result['pairs']} tracemalloc peak {result['tracemalloc_peak_mb']} MB; the top sites then:")
         for stat in result["top_held"]:
             print(f"  {stat['size_kb']:>10.1f} KB {stat['count']:>7} blocks  {' <- '.join(reversed(stat['site']))}")
         report["tracemalloc"] = result
