@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from agentlab.config import UserError
 
@@ -24,43 +25,58 @@ class JsonlFileError(UserError):
 def read_rows(
     path: Path, expected: str, error: type[UserError] = JsonlFileError, check: Callable[[Any], str | None] | None = None
 ) -> list[Any]:
-    """The file's rows (``[]`` when absent); a torn last line is truncated away, a corrupt earlier row raises ``error``.
+    """The file's rows (``[]`` when absent), as ``iter_rows`` reads them."""
+    return list(iter_rows(path, expected, error, check))
 
-    A last line without a newline is kept when it is a whole JSON row (editors often save files so) and
-    cut only when it does not parse, which is how a killed writer leaves it. ``check`` returns what is
-    wrong with a decoded row (None when it is fine); a wrong row raises ``error`` naming its line.
+
+def iter_rows(
+    path: Path, expected: str, error: type[UserError] = JsonlFileError, check: Callable[[Any], str | None] | None = None
+) -> Iterator[Any]:
+    """The file's rows one at a time (none when absent), so a file of any length is read in constant memory.
+
+    A torn last line is truncated away and a corrupt earlier row raises ``error``. A last line without a newline
+    is kept when it is a whole JSON row (editors often save files so) and cut only when it does not parse, which
+    is how a killed writer leaves it; either repair happens once the last row has been read. ``check`` returns
+    what is wrong with a decoded row (None when it is fine); a wrong row raises ``error`` naming its line.
     """
     if path.is_dir():
         raise error(f"{path} is a directory; expected a JSONL file with {expected} per line. Move it away to start over.")
     if not path.exists():
-        return []
-    data = path.read_bytes()
-    complete, _, last = data.rpartition(b"\n")
-    lines = complete.split(b"\n") if complete else []
-    whole_last = _parses(last)
-    rows = []
-    for number, line in enumerate([*lines, last] if whole_last else lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise error(
-                f"{path}: line {number} is not valid JSON ({exc.msg}); expected {expected} per line. Move the file away to start over."
-            ) from exc
-        problem = check(row) if check is not None else None
-        if problem:
-            raise error(f"{path}: line {number} is not {expected}: {problem}. Fix or remove that line, or move the file away to start over.")
-        rows.append(row)
-    if whole_last:
+        return
+    with path.open("rb") as handle:
+        number, end, last = 0, 0, b""
+        for number, line in enumerate(handle, start=1):
+            if not line.endswith(b"\n"):
+                last = line
+                break
+            end += len(line)
+            if line.strip():
+                yield _decoded(line, number, path, expected, error, check)
+    if _parses(last):
+        yield _decoded(last, number, path, expected, error, check)
         with path.open("ab") as handle:  # the next append must start on a line of its own
             handle.write(b"\n")
             os.fsync(handle.fileno())
     elif last.strip():
         with path.open("r+b") as handle:
-            handle.truncate(len(data) - len(last))
+            handle.truncate(end)
             os.fsync(handle.fileno())
-    return rows
+
+
+def _decoded(
+    line: bytes, number: int, path: Path, expected: str, error: type[UserError], check: Callable[[Any], str | None] | None
+) -> Any:
+    """One line's row; ``error`` naming the line when it is not JSON or ``check`` finds it wrong."""
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise error(
+            f"{path}: line {number} is not valid JSON ({exc.msg}); expected {expected} per line. Move the file away to start over."
+        ) from exc
+    problem = check(row) if check is not None else None
+    if problem:
+        raise error(f"{path}: line {number} is not {expected}: {problem}. Fix or remove that line, or move the file away to start over.")
+    return row
 
 
 def _parses(line: bytes) -> bool:
@@ -92,9 +108,21 @@ def append_rows(path: Path, rows: Iterable[dict[str, Any]]) -> None:
 
 def write_atomic(path: Path, text: str) -> None:
     """Replace ``path`` with ``text`` so a reader never sees a half-written file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
+    with atomic_writer(path) as handle:
         handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
+
+
+@contextmanager
+def atomic_writer(path: Path) -> Iterator[TextIO]:
+    """A text handle whose contents replace ``path`` when the block ends (fsynced first), so a file of any
+    size can be written piece by piece and a reader never sees half of it; an exception leaves ``path`` as it was."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with tmp.open("w", encoding="utf-8") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)

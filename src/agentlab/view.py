@@ -53,7 +53,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         write_page(out, runs, title)
     except ReportError as exc:
         parser.error(str(exc))
-    print(f"conversations: {display_path(out)} ({sum(len(run.rows) for run in runs)} rows from {len(runs)} run(s))")
+    rows = sum(1 for run in runs for _ in run.rows())
+    print(f"conversations: {display_path(out)} ({rows} rows from {len(runs)} run(s))")
 
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ def test_the_users_tool_calls_go_through_the_openai_client(tmp_path):
         )
         summary = evaluation(tmp_path, config={}, name="t", group="g")
     assert summary["errors"] == 0 and summary["avg_reward"] == 1.0
-    messages = [m for row in ResultStore(tmp_path).rows for m in row["messages"]]
+    messages = [m for row in ResultStore(tmp_path).iter_rows() for m in row["messages"]]
     user_results = [m for m in messages if m["role"] == "tool" and m["requestor"] == "user"]
     assert len(user_results) == sum(len(calls) for t in tasks for side, calls in gold_runs(t) if side == "user")
 

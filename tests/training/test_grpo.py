@@ -131,7 +131,7 @@ def test_the_rollout_plays_the_harness_episode_turn_for_turn(tiny_base, task, tm
     harness_prompts: list[list[int]] = []
     harness = Evaluation(_runner(), ScriptedPolicy(str(tiny_base), harness_prompts), ConfirmingUser(), task_split=None, task_ids=[task.id], progress=False)
     harness(tmp_path, config={}, name="harness", group="test")
-    row = ResultStore(tmp_path).rows[0]
+    row = next(ResultStore(tmp_path).iter_rows())
 
     rollout_prompts: list[list[int]] = []
     rollout, output = _rollout(ScriptedPolicy(str(tiny_base), rollout_prompts), task, ConfirmingUser())

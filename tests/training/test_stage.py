@@ -77,7 +77,7 @@ def test_sft_stage_trains_evaluates_and_resumes_without_repeating(compose_cfg, t
     again = _run(cfg, run_dir)  # a re-run into the same dir resumes every step
     assert again["data/samples"] == summary["data/samples"]
     assert _replay_seen(tmp_path / "continual" / "replay.jsonl") == seen  # the round was not mixed in twice
-    assert len(ResultStore(run_dir / "eval_adapter").rows) == 1 and len(ResultStore(run_dir / "data" / "expert").rows) == 3
+    assert len(ResultStore(run_dir / "eval_adapter").done) == 1 and len(ResultStore(run_dir / "data" / "expert").done) == 3
 
 
 def test_dpo_stage_pairs_the_expert_against_the_policy(compose_cfg, tiny_agent, tmp_path):

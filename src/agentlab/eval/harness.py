@@ -17,7 +17,7 @@ import multiprocessing
 import time
 import traceback
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -30,12 +30,11 @@ from tqdm import tqdm
 
 from agentlab.config import ConfigError, UserError, error_cause
 from agentlab.eval.baseline import do_nothing_rewards
-from agentlab.eval.metrics import summarize
+from agentlab.eval.metrics import RunSummary
 from agentlab.eval.results import (
     INFRASTRUCTURE_ERROR,
     REDONE_FILE,
     RESULTS_FILE,
-    PairKey,
     ResultStore,
     error_type,
     pair_key,
@@ -108,7 +107,7 @@ class Evaluation:
         logger: NullLogger | None = None,
         progress: bool = True,
         max_task_retries: int = 2,
-        viewer: Callable[[Path, list[dict[str, Any]]], Any] | None = None,
+        viewer: Callable[[Path, Callable[[], Iterable[dict[str, Any]]]], Any] | None = None,
     ) -> None:
         if max_task_retries < 0:
             raise ConfigError(f"max_task_retries={max_task_retries} is not allowed; expected an integer >= 0 (0 = play each pair once)")
@@ -119,7 +118,7 @@ class Evaluation:
         self.evaluator_processes, self.patch_env = evaluator_processes, patch_env
         self.logger = logger or NullLogger()
         self.progress = progress
-        self.viewer = viewer  # writes the run's conversation page from its rows (the ``viewer`` node); None: no page
+        self.viewer = viewer  # writes the run's conversation page from a stream of its rows, read as often as it needs; None: no page
 
     def tasks(self) -> list[Task]:
         return select_tasks(self.runner.domain.tasks(self.task_split), self.task_ids, self.num_tasks)
@@ -129,12 +128,14 @@ class Evaluation:
         started = time.perf_counter()
         tasks, store, todo = self.pending(run_dir)
         self.logger.start(config, run_dir, name=name, group=group, job_type=self.job_type)
-        self._stream(tasks, store, todo)
-        rows = self.selected_rows(store.rows, tasks)
+        totals = RunSummary()
+        for row in self.selected_rows(store.iter_rows(), tasks):  # a resume's finished rows, read back as a stream
+            totals.add(row)
+        self._stream(tasks, store, todo, totals.add)
         with self._evaluator() as executor:
             baseline = do_nothing_rewards(self.runner, tasks, run_dir, executor)
-        summary = summarize(rows, self.num_trials, time.perf_counter() - started, baseline)
-        self._record(run_dir, rows, tasks, summary)
+        summary = totals.summary(self.num_trials, time.perf_counter() - started, baseline)
+        self._record(run_dir, store, tasks, summary)
         return summary
 
     def play(self, run_dir: Path) -> list[dict[str, Any]]:
@@ -142,7 +143,7 @@ class Evaluation:
         a re-run resumes); no summary, table or tracker record (what training's rollouts and expert runs need)."""
         tasks, store, todo = self.pending(run_dir)
         self._stream(tasks, store, todo)
-        return self.selected_rows(store.rows, tasks)
+        return list(self.selected_rows(store.iter_rows(), tasks))
 
     def pending(self, run_dir: Path) -> tuple[list[Task], ResultStore, list[tuple[Task, int]]]:
         """(the tasks, the run dir's store, the pairs still to run), after the preflight of those pairs.
@@ -162,9 +163,12 @@ class Evaluation:
         self.preflight(todo)
         return tasks, store, todo
 
-    def _stream(self, tasks: list[Task], store: ResultStore, todo: list[tuple[Task, int]]) -> None:
+    def _stream(
+        self, tasks: list[Task], store: ResultStore, todo: list[tuple[Task, int]], taken: Callable[[dict[str, Any]], None] | None = None
+    ) -> None:
+        """Run ``todo`` into ``store``; ``taken`` gets each row once it is written (the run summary's accumulator)."""
         total = len(tasks) * self.num_trials
-        asyncio.run(self._run_pairs(todo, store, already=total - len(todo), total=total))
+        asyncio.run(self._run_pairs(todo, store, already=total - len(todo), total=total, taken=taken))
 
     def preflight(self, todo: list[tuple[Task, int]]) -> None:
         """Before the first pair: the window holds the prompt and tools, and both models are reached once.
@@ -185,32 +189,36 @@ class Evaluation:
 
         asyncio.run(reach())
 
-    def selected_rows(self, rows: list[dict[str, Any]], tasks: list[Task]) -> list[dict[str, Any]]:
-        """The rows of this evaluation's (task, trial) pairs, the first of each pair once (a run dir extended
-        with ``resume=extend`` may hold pairs of an earlier selection)."""
+    def selected_rows(self, rows: Iterable[dict[str, Any]], tasks: list[Task]) -> Iterator[dict[str, Any]]:
+        """The rows of this evaluation's (task, trial) pairs, the first of each pair once, as they come (a run dir
+        extended with ``resume=extend`` may hold pairs of an earlier selection)."""
         wanted = {(t.id, trial) for t in tasks for trial in range(self.num_trials)}
-        selected: dict[PairKey, dict[str, Any]] = {}
         for row in rows:
             key = pair_key(row)
-            if key in wanted and key not in selected:
-                selected[key] = row
-        return list(selected.values())
+            if key in wanted:
+                wanted.discard(key)
+                yield row
 
-    async def _run_pairs(self, todo: list[tuple[Task, int]], store: ResultStore, already: int, total: int) -> None:
-        semaphore = asyncio.Semaphore(self.concurrency)
+    async def _run_pairs(
+        self, todo: list[tuple[Task, int]], store: ResultStore, already: int, total: int, taken: Callable[[dict[str, Any]], None] | None
+    ) -> None:
+        """``concurrency`` workers take the pairs in order, so only the pairs in flight are held, however many wait."""
+        pairs = iter(todo)
         with self._evaluator() as executor, tqdm(
             total=total, initial=already, desc="tau2 pairs", unit="pair", disable=not self.progress
         ) as bar:
 
-            async def one(task: Task, trial: int) -> None:
-                async with semaphore:
+            async def worker() -> None:
+                for task, trial in pairs:
                     row = await self._run_pair(task, trial, executor)
-                store.append(row)
-                bar.update(1)
-                bar.set_postfix(reward=f"{row['reward']:.2f}", errors=sum(1 for r in store.rows if r.get("error")))
+                    store.append(row)
+                    if taken is not None:
+                        taken(row)
+                    bar.update(1)
+                    bar.set_postfix(reward=f"{row['reward']:.2f}", errors=store.errors)
 
             try:
-                await asyncio.gather(*(one(task, trial) for task, trial in todo))
+                await asyncio.gather(*(worker() for _ in range(min(self.concurrency, len(todo)))))
             finally:
                 await asyncio.gather(self.agent.aclose(), self.user.aclose())
 
@@ -261,14 +269,15 @@ class Evaluation:
             "judge": self.runner.judge.name,
         }
 
-    def _record(self, run_dir: Path, rows: list[dict[str, Any]], tasks: list[Task], summary: dict[str, Any]) -> None:
+    def _record(self, run_dir: Path, store: ResultStore, tasks: list[Task], summary: dict[str, Any]) -> None:
+        """Write the summary, then the tau2 file, page and table, each from its own pass over the rows on disk."""
         write_atomic(run_dir / SUMMARY_FILE, json.dumps(summary, indent=2))
         write_atomic(run_dir / METRICS_FILE, json.dumps({"metrics": metrics_of({"eval": summary}), "summary": summary}, indent=2))
         info = {"num_trials": self.num_trials, "max_steps": self.runner.max_steps, "agent_model": self.agent.name, "user_model": self.user.name}
-        write_tau2_results(run_dir, rows, tasks, info, self.runner.domain.environment().get_info())
+        write_tau2_results(run_dir, self.selected_rows(store.iter_rows(), tasks), tasks, info, self.runner.domain.environment().get_info())
         if self.viewer is not None:
-            self.viewer(run_dir, rows)
-        self.logger.log_table("eval/tasks", [per_task_row(row) for row in rows])
+            self.viewer(run_dir, lambda: self.selected_rows(store.iter_rows(), tasks))
+        self.logger.log_table("eval/tasks", (per_task_row(row) for row in self.selected_rows(store.iter_rows(), tasks)))
         self.logger.log_artifact("results", "results", run_dir / RESULTS_FILE)
         self.logger.finish({"eval": summary})
         print_summary(summary, run_dir)

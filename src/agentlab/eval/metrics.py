@@ -6,6 +6,7 @@ mean, as tau2 leaves them out; the tokens they spent still count.
 
 from __future__ import annotations
 
+from array import array
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,7 +21,12 @@ from agentlab.models.pricing import total_cost
 
 def pass_k(rows: list[dict[str, Any]], num_trials: int) -> dict[int, float]:
     """pass^k for k = 1..num_trials, averaged over the tasks that have all ``num_trials`` trials."""
-    complete = [rewards for rewards in rewards_by_task(rows).values() if len(rewards) >= num_trials]
+    return pass_k_of(rewards_by_task(rows), num_trials)
+
+
+def pass_k_of(by_task: dict[str, Any], num_trials: int) -> dict[int, float]:
+    """``pass_k`` from each task's trial rewards."""
+    complete = [rewards for rewards in by_task.values() if len(rewards) >= num_trials]
     if not complete:
         return {}
     return {
@@ -67,7 +73,10 @@ def summarize(
 ) -> dict[str, Any]:
     """The end-of-run summary: rewards and pass^k with their 95% intervals (``ci95``), the do-nothing ``baseline``
     (task id -> its reward) and the reward on the tasks it fails, termination reasons, errors, tokens (the
-    judge's too), cost, time. Infrastructure errors are in no mean and no interval."""
+    judge's too), cost, time. Infrastructure errors are in no mean and no interval.
+
+    The definition from a whole list of rows: the harness streams its rows through ``RunSummary``, which must
+    give exactly this (the tests hold them equal)."""
     counted = scored(rows)
     usage, judge = tokens(rows, "usage"), tokens(rows, "judge_usage")
     rewards = [row["reward"] for row in counted]
@@ -102,6 +111,96 @@ def summarize(
 
 
 
+
+class RunSummary:
+    """``summarize`` as rows stream: each row is taken once as it is written (or read back at a resume) and
+    only what the summary needs stays: counts, sums, and each task's trial rewards (for pass^k and the
+    bootstrap over tasks). ``summary`` equals ``summarize`` of the same rows in the same order."""
+
+    def __init__(self) -> None:
+        self.num_pairs, self.scored_pairs, self.errors, self.reward_sum = 0, 0, 0, 0.0
+        self.task_ids: set[Any] = set()  # as the rows hold them, as ``summarize`` counts them
+        self.by_task: dict[str, array[float]] = {}
+        self.reasons: Counter[str] = Counter()
+        self.causes: Counter[str | None] = Counter()
+        self.usage: dict[str, int] = {}
+        self.judge: dict[str, int] = {}
+        self.costs: dict[str, float | None] = {}  # role -> its running sum over the rows without an error
+        self.costed = 0  # rows without an error: each adds 0.0 to a role it lacks
+        self.assistant_turns = self.tool_call_turns = self.format_errors = 0
+
+    def add(self, row: dict[str, Any]) -> None:
+        """Take one row."""
+        self.num_pairs += 1
+        self.task_ids.add(row["task_id"])
+        self.reasons[termination_reason(row)] += 1
+        if row.get("error"):
+            self.causes[error_type(row)] += 1
+        add_usage(self.usage, row.get("usage"))
+        add_usage(self.judge, row.get("judge_usage"))
+        self._add_cost(row)
+        if infrastructure_error(row):
+            return
+        self.scored_pairs += 1
+        self.reward_sum += row["reward"]
+        self.by_task.setdefault(str(row["task_id"]), array("d")).append(float(row["reward"]))
+        self.errors += bool(row.get("error"))
+        assistant = [m for m in row.get("messages") or [] if m.get("role") == "assistant"]
+        self.assistant_turns += len(assistant)
+        self.tool_call_turns += sum(1 for m in assistant if m.get("tool_calls"))
+        self.format_errors += row.get("format_errors", 0)
+
+    def _add_cost(self, row: dict[str, Any]) -> None:
+        """``cost``'s per-role sums, kept running: a role first seen now had 0.0 from each earlier costed row."""
+        prices = row.get("cost_usd") or {}
+        for role in prices:
+            self.costs.setdefault(role, 0.0 if self.costed else 0)
+        if row.get("error"):
+            return
+        self.costed += 1
+        for role, total in self.costs.items():
+            value = prices.get(role, 0.0)
+            self.costs[role] = None if total is None or value is None else total + value
+
+    def summary(self, num_trials: int, wall_time: float, baseline: dict[str, float] | None = None) -> dict[str, Any]:
+        """The summary of every row taken so far (``summarize``'s fields, in its order)."""
+        by_task: dict[str, Any] = self.by_task
+        versus = against_baseline(by_task, baseline) if baseline is not None else {}
+        intervals = reward_intervals(by_task, num_trials)
+        if versus:
+            fails = versus["baseline"]["task_rewards"]
+            intervals["avg_reward_baseline_fails"] = interval(
+                {t: r for t, r in by_task.items() if t in fails and not is_successful(fails[t])}
+            )
+        calls, attempts = self.tool_call_turns, self.tool_call_turns + self.format_errors
+        totals = {role: self.costs[role] for role in sorted(self.costs)}
+        total = total_cost(totals)
+        return {
+            "num_pairs": self.num_pairs,
+            "num_tasks": len(self.task_ids),
+            "scored_pairs": self.scored_pairs,
+            "infrastructure_errors": self.num_pairs - self.scored_pairs,
+            "avg_reward": self.reward_sum / self.scored_pairs if self.scored_pairs else 0.0,
+            "pass^k": pass_k_of(by_task, num_trials),
+            "ci95": intervals,
+            **versus,
+            "termination_reasons": dict(self.reasons),
+            "errors": self.errors,
+            "error_causes": dict(self.causes),
+            "input_tokens": self.usage.get("input_token_count", 0) + self.judge.get("input_token_count", 0),
+            "output_tokens": self.usage.get("output_token_count", 0) + self.judge.get("output_token_count", 0),
+            "judge_input_tokens": self.judge.get("input_token_count", 0),
+            "judge_output_tokens": self.judge.get("output_token_count", 0),
+            "cost_usd": {**totals, "total": total, "per_pair": None if total is None or not self.num_pairs else total / self.num_pairs},
+            "assistant_turns": self.assistant_turns,
+            "tool_call_turns": calls,
+            "format_errors": self.format_errors,
+            "tool_call_validity": calls / attempts if attempts else 0.0,
+            "tool_call_turn_share": calls / self.assistant_turns if self.assistant_turns else 0.0,
+            "wall_time_s": round(wall_time, 2),
+        }
+
+
 TaskStatistic = Callable[[Any], Any]  # (samples, trials) array of one task's resampled trials -> (samples,) values
 
 
@@ -114,10 +213,13 @@ def pass_hat_k_of_trials(k: int) -> TaskStatistic:
     """A task's pass^k (tau2's C(s,k)/C(n,k), success = reward 1 +- 1e-6) from its trials' rewards."""
     import numpy as np
 
+    tables: dict[int, Any] = {}  # trial count n -> pass^k for s = 0..n successes, built once per n
+
     def statistic(trials: Any) -> Any:
         n = trials.shape[1]
-        table = np.array([pass_hat_k(n, s, k) for s in range(n + 1)])
-        return table[(np.abs(trials - 1.0) <= 1e-6).sum(axis=1)]
+        if n not in tables:
+            tables[n] = np.array([pass_hat_k(n, s, k) for s in range(n + 1)])
+        return tables[n][(np.abs(trials - 1.0) <= 1e-6).sum(axis=1)]
 
     return statistic
 
@@ -165,11 +267,13 @@ def bootstrap_interval(
 
 
 def _resampled_task_values(
-    tasks: list[Any], drawn: Any, rng: Any, statistic: TaskStatistic, resample_trials: bool, chunk: int = 200_000
+    tasks: list[Any], drawn: Any, rng: Any, statistic: TaskStatistic, resample_trials: bool, chunk: int = 800_000
 ) -> Any:
     """For each bootstrap sample (row of ``drawn``: task indices), the drawn tasks' statistics of (resampled) trials.
 
-    Vectorised per trial count (tasks with m trials share one m-column matrix), in chunks of drawn slots.
+    Vectorised per trial count (tasks with m trials share one m-column matrix), in chunks of about ``chunk``
+    resampled trials (``chunk // m`` drawn slots), so memory does not grow with the trial count. The generator's
+    draws do not depend on how they are split, so the chunk size never changes a figure.
     """
     import numpy as np
 
@@ -183,8 +287,9 @@ def _resampled_task_values(
         local = np.zeros(len(tasks), dtype=int)
         local[members] = np.arange(len(members))
         rows, columns = np.nonzero(counts[drawn] == m)
-        for start in range(0, len(rows), chunk):
-            r, c = rows[start : start + chunk], columns[start : start + chunk]
+        step = max(1, chunk // m)
+        for start in range(0, len(rows), step):
+            r, c = rows[start : start + step], columns[start : start + step]
             picks = rng.integers(0, m, size=(len(r), m))
             values[r, c] = statistic(matrix[local[drawn[r, c]][:, None], picks])
     return values

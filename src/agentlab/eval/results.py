@@ -9,7 +9,7 @@ from the rows, so tau2's own viewer can read any run, finished or not.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +18,14 @@ from tau2.data_model.tasks import Task
 from tau2.environment.environment import EnvironmentInfo
 
 from agentlab.config import UserError
-from agentlab.jsonl import append_rows, json_line, read_rows, write_atomic
+from agentlab.jsonl import append_rows, atomic_writer, iter_rows, json_line, write_atomic  # noqa: F401 - write_atomic: imported from here
 
 RESULTS_FILE = "results.jsonl"
 TAU2_FILE = "tau2_results.json"
 REDONE_FILE = "results.redone.jsonl"  # infrastructure-error rows a resume ran again, kept
 INFRASTRUCTURE_ERROR = "infrastructure_error"  # the termination reason of a pair no model could be reached for
+
+SIMULATION_INDENT = "    "  # a simulation's lines inside tau2_results.json's list (indent 2, two levels deep)
 
 PairKey = tuple[str, int]
 # the OpenAI SDK's errors (after its retries) that mean an endpoint was unreachable, overloaded or misconfigured
@@ -84,41 +86,60 @@ def row_problem(row: Any) -> str | None:
 
 
 class ResultStore:
-    """Append-only JSONL of finished pairs in a run directory."""
+    """Append-only JSONL of finished pairs in a run directory.
+
+    It keeps only the finished pairs' keys and its error count; the rows stay on disk and are read back as a
+    stream (``iter_rows``), so a run of any length holds no row beyond the one being written.
+    """
 
     def __init__(self, run_dir: str | Path) -> None:
         self.path = Path(run_dir) / RESULTS_FILE
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self.rows: list[dict[str, Any]] = self._load()
+        self.done: set[PairKey] = set()
+        self.errors = 0  # rows with an error, infrastructure errors included
+        for row in self._load():  # cuts a torn last line before anything is appended
+            self._count(row)
 
-    def _load(self) -> list[dict[str, Any]]:
+    def _load(self) -> Iterator[dict[str, Any]]:
         """Read finished rows; cut a torn last line (bytes after the last newline); refuse a corrupt row."""
-        return read_rows(self.path, "one result object", ResultsFileError, check=row_problem)
+        return iter_rows(self.path, "one result object", ResultsFileError, check=row_problem)
+
+    def _count(self, row: dict[str, Any]) -> None:
+        self.done.add(pair_key(row))
+        self.errors += bool(row.get("error"))
+
+    def iter_rows(self) -> Iterator[dict[str, Any]]:
+        """The finished rows in the order they were written, read from the file one at a time."""
+        return self._load()
 
     def redo_infrastructure_errors(self) -> list[dict[str, Any]]:
         """Take out the infrastructure-error rows (``infrastructure_error``), so a resume runs their pairs again.
 
         They move to ``results.redone.jsonl`` (appended and fsynced first), then ``results.jsonl`` is rewritten
-        without them, so a kill in between loses nothing and never leaves a pair both finished and redone.
+        without them (streamed into its replacement), so a kill in between loses nothing and never leaves a pair
+        both finished and redone.
         """
-        redo = [row for row in self.rows if infrastructure_error(row)]
+        redo = [row for row in self.iter_rows() if infrastructure_error(row)]
         if not redo:
             return []
         append_rows(self.path.with_name(REDONE_FILE), redo)
         with self._lock:
-            self.rows = scored(self.rows)
-            write_atomic(self.path, "".join(json_line(row) for row in self.rows))
+            self.done, self.errors = set(), 0
+            with atomic_writer(self.path) as handle:
+                for row in (row for row in self.iter_rows() if not infrastructure_error(row)):
+                    handle.write(json_line(row))
+                    self._count(row)
         return redo
 
     def finished(self) -> set[PairKey]:
-        return {pair_key(row) for row in self.rows}
+        return set(self.done)
 
     def append(self, row: dict[str, Any]) -> None:
         """Write one row durably (flush + fsync) before returning."""
         with self._lock:
             append_rows(self.path, [row])
-            self.rows.append(row)
+            self._count(row)
 
 
 def simulation_of(row: dict[str, Any]) -> SimulationRun:
@@ -141,10 +162,12 @@ def simulation_of(row: dict[str, Any]) -> SimulationRun:
 def write_tau2_results(
     run_dir: Path, rows: Iterable[dict[str, Any]], tasks: list[Task], info: dict[str, Any], env_info: EnvironmentInfo
 ) -> Path:
-    """Write ``tau2_results.json`` in tau2's ``Results`` format from the rows.
+    """Write ``tau2_results.json`` in tau2's ``Results`` format from the rows, one simulation at a time.
 
-    Infrastructure errors are left out: this tau2 has no termination reason for them, and its viewer would
-    score them as the agent's failures.
+    The text is what ``Results(..., simulations=all of them).model_dump_json(indent=2)`` gives, streamed: the
+    record without simulations, then each simulation dumped on its own and indented into the list, so a run of
+    any length is written without holding its simulations. Infrastructure errors are left out: this tau2 has
+    no termination reason for them, and its viewer would score them as the agent's failures.
     """
     results = Results(
         info=Info(
@@ -158,8 +181,17 @@ def write_tau2_results(
             seed=info.get("seed"),
         ),
         tasks=tasks,
-        simulations=[simulation_of(row) for row in scored(rows)],
+        simulations=[],
     )
+    head, empty = results.model_dump_json(indent=2).rsplit('"simulations": []', 1)
     path = run_dir / TAU2_FILE
-    write_atomic(path, results.model_dump_json(indent=2))
+    with atomic_writer(path) as handle:
+        handle.write(head + '"simulations": [')
+        separator = "\n"
+        for row in rows:
+            if infrastructure_error(row):
+                continue
+            handle.write(separator + SIMULATION_INDENT + simulation_of(row).model_dump_json(indent=2).replace("\n", "\n" + SIMULATION_INDENT))
+            separator = ",\n"
+        handle.write(("]" if separator == "\n" else "\n  ]") + empty)
     return path

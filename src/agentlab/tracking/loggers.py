@@ -11,6 +11,7 @@ dict (loss, learning rate, GRPO's reward and its ``agent_reward/<term>``s, KL, D
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -66,8 +67,8 @@ class NullLogger:
         """No tracker to feed."""
         return []
 
-    def log_table(self, key: str, rows: list[dict[str, Any]]) -> None:
-        """Nothing to record."""
+    def log_table(self, key: str, rows: Iterable[dict[str, Any]]) -> None:
+        """Nothing to record (``rows`` is not even read)."""
 
     def log_artifact(self, name: str, kind: str, path: Path) -> None:
         """Nothing to upload."""
@@ -103,9 +104,11 @@ class WandbLogger(NullLogger):
         """A transformers ``TrainerCallback`` logging the trainer's logs into this run as ``train/*`` history."""
         return [train_history(self.run)]
 
-    def log_table(self, key: str, rows: list[dict[str, Any]]) -> None:
+    def log_table(self, key: str, rows: Iterable[dict[str, Any]]) -> None:
+        """``rows`` (a stream of compact records) as one W&B table; it holds every row, as W&B's table must."""
         import wandb
 
+        rows = list(rows)
         if not rows:
             return
         columns = sorted({k for row in rows for k in row})

@@ -19,7 +19,7 @@ import os
 import sys
 import textwrap
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -36,7 +36,7 @@ from rich.table import Table
 from rich.text import Text
 
 from agentlab.eval.metrics import PairedDifference, paired_difference, task_order
-from agentlab.eval.results import row_problem, scored
+from agentlab.eval.results import infrastructure_error, row_problem
 from agentlab.rundir import CONVERSATIONS_FILE
 from agentlab.tracking.loggers import METRICS_FILE, flatten
 
@@ -223,31 +223,34 @@ def _unclash(labels: list[str], fallbacks: list[str]) -> list[str]:
 def task_rewards(path: Path) -> dict[str, list[float]]:
     """Task id -> its trials' rewards (infrastructure errors, never scored, left out)."""
     by_task: dict[str, list[float]] = defaultdict(list)
-    for row in scored(result_rows(path)):
-        by_task[str(row["task_id"])].append(float(row["reward"]))
+    for row in iter_result_rows(path):
+        if not infrastructure_error(row):
+            by_task[str(row["task_id"])].append(float(row["reward"]))
     return dict(by_task)
 
 
-def result_rows(path: Path) -> list[dict[str, Any]]:
-    """A ``results.jsonl``'s rows (none when absent); a torn last line (a run still writing) is left out, not cut."""
+def iter_result_rows(path: Path) -> Iterator[dict[str, Any]]:
+    """A ``results.jsonl``'s rows (none when absent) one at a time, so a file of any length is read in constant
+    memory; a torn last line (a run still writing) is left out, not cut."""
     if not path.is_file():
-        return []
-    lines = path.read_text(encoding="utf-8").split("\n")[:-1]
-    rows = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            problem = f"not JSON ({exc.msg})"
-        else:
-            problem = row_problem(row)
-        if problem:
-            expected = "expected a JSON object with task_id, trial and reward"
-            raise ReportError(f"{path}: line {number} is not a result row: {problem}; {expected}")
-        rows.append(row)
-    return rows
+        return
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if not raw.endswith(b"\n"):
+                return
+            line = raw.decode("utf-8")
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                problem = f"not JSON ({exc.msg})"
+            else:
+                problem = row_problem(row)
+            if problem:
+                expected = "expected a JSON object with task_id, trial and reward"
+                raise ReportError(f"{path}: line {number} is not a result row: {problem}; {expected}")
+            yield row
 
 
 def results_dir(run: Run) -> Path:

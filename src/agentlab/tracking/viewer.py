@@ -12,19 +12,21 @@ grows a page at a time, so thousands of conversations stay light. Nothing is fet
 from __future__ import annotations
 
 import html
+import io
 import json
 import math
-from collections.abc import Iterable, Sequence
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from tau2.metrics.agent_metrics import is_successful
 
 from agentlab.eval.results import pair_key
-from agentlab.jsonl import write_atomic
+from agentlab.jsonl import atomic_writer
 from agentlab.rundir import CONVERSATIONS_FILE
-from agentlab.tracking.report import RESULTS_FILE, Run, display_path, result_rows, results_dir, task_order
+from agentlab.tracking.report import RESULTS_FILE, Run, display_path, iter_result_rows, results_dir, task_order
 
 ERROR_REASON = "error"  # the termination reason shown for an error row (the pair raised before tau2 scored it)
 MESSAGE_KEYS = ("role", "content", "tool_calls", "id", "error")  # what the page shows of a tau2 message
@@ -32,11 +34,11 @@ MESSAGE_KEYS = ("role", "content", "tool_calls", "id", "error")  # what the page
 
 @dataclass(frozen=True)
 class ViewerRun:
-    """One column of the page: a run's label, where it came from, and its result rows."""
+    """One column of the page: a run's label, where it came from, and its result rows (read afresh at each call)."""
 
     label: str
     path: Path
-    rows: list[dict[str, Any]]
+    rows: Callable[[], Iterable[dict[str, Any]]]
 
 
 def conversation(row: dict[str, Any]) -> dict[str, Any]:
@@ -70,28 +72,41 @@ def task_brief(task: Any) -> dict[str, Any] | None:
     return {"purpose": (task.get("description") or {}).get("purpose"), "instructions": scenario.get("instructions")}
 
 
-def page_data(runs: Sequence[ViewerRun]) -> dict[str, Any]:
-    """Pairs keyed by (task id, trial), one conversation per run (None where a run lacks the pair)."""
-    pairs: dict[tuple[str, int], dict[str, Any]] = {}
-    for column, run in enumerate(runs):
-        for row in run.rows:
-            key = pair_key(row)
-            pair = pairs.setdefault(
-                key, {"task_id": key[0], "trial": key[1], "task": None, "convs": [None] * len(runs)}
-            )
-            if pair["convs"][column] is None:  # a run dir extended with resume=extend keeps the first row of a pair
-                pair["convs"][column] = conversation(row)
-                pair["task"] = pair["task"] or task_brief(row.get("task"))
-    ordered = sorted(pairs.values(), key=lambda p: (task_order(p["task_id"]), p["trial"]))
-    return {
-        "runs": [{"label": run.label, "path": display_path(run.path), **_run_figures(run.rows)} for run in runs],
-        "pairs": ordered,
-    }
+class PageIndex:
+    """The page's pairs without their conversations: each run's figures, and where each (pair, run) conversation
+    and task brief lie in a spill file, so the page is written in (task, trial) order holding one pair at a time."""
 
+    def __init__(self, runs: Sequence[ViewerRun], spill: BinaryIO) -> None:
+        self.spill, self.columns = spill, len(runs)
+        self.runs: list[dict[str, Any]] = []
+        self.where: dict[tuple[str, int], list[tuple[int, int] | None]] = {}
+        for column, run in enumerate(runs):
+            count, reward_sum = 0, 0.0
+            for row in run.rows():
+                count, reward_sum = count + 1, reward_sum + (_finite(row.get("reward")) or 0.0)
+                slots = self.where.setdefault(pair_key(row), [None] * len(runs))
+                if slots[column] is None:  # a run dir extended with resume=extend keeps the first row of a pair
+                    slots[column] = self._spill([conversation(row), task_brief(row.get("task"))])
+            self.runs.append({"label": run.label, "path": display_path(run.path), "count": count, "avg_reward": reward_sum / count if count else None})
 
-def _run_figures(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    rewards = [_finite(row.get("reward")) or 0.0 for row in rows]
-    return {"count": len(rows), "avg_reward": sum(rewards) / len(rewards) if rows else None}
+    def _spill(self, value: Any) -> tuple[int, int]:
+        data = json.dumps(value, ensure_ascii=False, default=str).encode("utf-8")
+        self.spill.seek(0, io.SEEK_END)
+        return self.spill.tell(), self.spill.write(data)
+
+    def _read(self, where: tuple[int, int]) -> Any:
+        self.spill.seek(where[0])
+        return json.loads(self.spill.read(where[1]))
+
+    def pairs(self) -> Iterator[dict[str, Any]]:
+        """Each pair as the page holds it (one conversation per run, None where a run lacks the pair), in order."""
+        for key in sorted(self.where, key=lambda k: (task_order(k[0]), k[1])):
+            convs, task = [], None
+            for slot in self.where[key]:
+                conv, brief = self._read(slot) if slot is not None else (None, None)
+                convs.append(conv)
+                task = task or brief
+            yield {"task_id": key[0], "trial": key[1], "task": task, "convs": convs}
 
 
 def _finite(value: Any) -> float | None:
@@ -109,15 +124,18 @@ def script_json(data: Any) -> str:
     return text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
 
 
-def render_page(runs: Sequence[ViewerRun], title: str) -> str:
-    """The self-contained page: inline CSS and script, the rows as inert JSON data."""
-    return PAGE.format(title=html.escape(title), style=STYLE, data=script_json(page_data(runs)), script=SCRIPT)
-
-
 def write_page(path: Path, runs: Sequence[ViewerRun], title: str) -> Path:
-    """Write the page atomically (a reader never sees half of it)."""
+    """Write the self-contained page (inline CSS and script, the rows as one inert JSON block) atomically, the
+    block piece by piece: ``{"runs": [...], "pairs": [...]}``, each pair dumped as it is read back."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, render_page(runs, title))
+    head, tail = PAGE.split("{data}")
+    with tempfile.TemporaryFile() as spill, atomic_writer(path) as page:
+        index = PageIndex(runs, spill)
+        page.write(head.format(title=html.escape(title), style=STYLE))
+        page.write(script_json(index.runs).join(['{"runs": ', ', "pairs": [']))
+        for number, pair in enumerate(index.pairs()):
+            page.write((", " if number else "") + script_json(pair))
+        page.write("]}" + tail.format(script=SCRIPT))
     return path
 
 
@@ -130,13 +148,18 @@ def viewer_runs(dirs: Sequence[Path]) -> list[ViewerRun]:
     """Each dir's rows (read only: a run still writing is left as it is), labelled; a clashing label becomes the path."""
     labels = [label_of(path) for path in dirs]
     labels = [display_path(path) if labels.count(label) > 1 else label for path, label in zip(dirs, labels)]
-    return [ViewerRun(label, path, result_rows(path / RESULTS_FILE)) for path, label in zip(dirs, labels)]
+    return [ViewerRun(label, path, file_rows(path / RESULTS_FILE)) for path, label in zip(dirs, labels)]
+
+
+def file_rows(path: Path) -> Callable[[], Iterator[dict[str, Any]]]:
+    """A run's rows as a ``ViewerRun`` reads them: streamed from its ``results.jsonl`` at each call."""
+    return lambda: iter_result_rows(path)
 
 
 def compare_page(runs: Sequence[Run], out: Path) -> Path | None:
     """The compare report's ``out/conversations.html``: the runs with rows side by side (None, and no page, when none has)."""
-    shown = [ViewerRun(run.label, results_dir(run), result_rows(results_dir(run) / RESULTS_FILE)) for run in runs]
-    shown = [run for run in shown if run.rows]
+    shown = [ViewerRun(run.label, results_dir(run), file_rows(results_dir(run) / RESULTS_FILE)) for run in runs]
+    shown = [run for run in shown if next(iter(run.rows()), None) is not None]
     page = out / CONVERSATIONS_FILE
     if not shown:
         page.unlink(missing_ok=True)
@@ -147,11 +170,10 @@ def compare_page(runs: Sequence[Run], out: Path) -> Path | None:
 class ConversationViewer:
     """The evaluation stage's page: ``<run dir>/conversations.html`` from the rows the run finished with."""
 
-    def __call__(self, run_dir: Path, rows: Iterable[dict[str, Any]]) -> Path:
+    def __call__(self, run_dir: Path, rows: Callable[[], Iterable[dict[str, Any]]]) -> Path:
+        """The page of the run's rows (``rows()``: a fresh stream of them each call)."""
         label = label_of(run_dir)
-        return write_page(
-            run_dir / CONVERSATIONS_FILE, [ViewerRun(label, run_dir, list(rows))], f"agentlab conversations: {label}"
-        )
+        return write_page(run_dir / CONVERSATIONS_FILE, [ViewerRun(label, run_dir, rows)], f"agentlab conversations: {label}")
 
 
 PAGE = """<!DOCTYPE html>

@@ -37,7 +37,7 @@ class AgentTrainingEvaluator:
         """Run (or resume) ``model`` on the held-out tasks into ``out_dir``; the harness summary plus the seed's metrics."""
         evaluation = self.evaluation(agent=model)
         summary = evaluation(out_dir, config={"model": label, "task_split": evaluation.task_split}, name=label, group="evaluation")
-        rows = evaluation.selected_rows(ResultStore(out_dir).rows, evaluation.tasks())
+        rows = list(evaluation.selected_rows(ResultStore(out_dir).iter_rows(), evaluation.tasks()))
         metrics = {**compute_metrics(rows, evaluation.num_trials, self.reward), "harness": summary}
         write_report(metrics, out_dir)
         return metrics

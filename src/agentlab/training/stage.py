@@ -198,7 +198,7 @@ class Training:
         tracker.log_table("train/log_history", result.log_history)
         tracker.log_table("eval/comparison", [{"label": k, **v} for k, v in figures.items()])
         for label in evaluations:  # per task, as an eval job logs eval/tasks
-            tracker.log_table(f"eval_{label}/tasks", [per_task_row(row) for row in ResultStore(run_dir / f"eval_{label}").rows])
+            tracker.log_table(f"eval_{label}/tasks", (per_task_row(row) for row in ResultStore(run_dir / f"eval_{label}").iter_rows()))
         tracker.log_artifact(f"adapter-{self.algo.name}", "model", result.adapter_dir)
         return self._finish(run_dir, summary, started, table, {"train_log": result.log_history, "evaluations": evaluations}, tracker)
 
