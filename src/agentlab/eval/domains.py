@@ -1,12 +1,24 @@
-"""A tau2 domain as agentlab uses it: its tasks by split, and a fresh environment set to a task's initial state."""
+"""A tau2 domain as agentlab uses it: its tasks by split, its tools, and a fresh environment set to a task's initial state."""
 
 from __future__ import annotations
 
+from functools import cache
+
 from tau2.data_model.tasks import Task
 from tau2.environment.environment import Environment
+from tau2.environment.tool import Tool
 from tau2.registry import registry
 
 from agentlab.eval.environments import environment, registered_domains
+
+
+@cache
+def _tools(name: str) -> tuple[tuple[Tool, ...], tuple[Tool, ...]]:
+    """Domain ``name``'s assistant and user tools as tau2 describes them, built once per process: tau2 builds a
+    pydantic model per tool on every ``get_tools()`` (~30 ms a domain). They are read for their names, descriptions
+    and parameters only; calls run through each pair's own environment."""
+    env = environment(name)
+    return tuple(env.get_tools()), tuple(env.get_user_tools()) if env.user_tools else ()
 
 
 class Tau2Domain:
@@ -39,6 +51,14 @@ class Tau2Domain:
         if found is None:
             raise ValueError(f"task id {task_id!r} is not a task of domain {self.name}")
         return found
+
+    def tools(self) -> tuple[Tool, ...]:
+        """The assistant's tools (their schemas; an environment runs them)."""
+        return _tools(self.name)[0]
+
+    def user_tools(self) -> tuple[Tool, ...]:
+        """The user's own tools (telecom's phone); none for most domains."""
+        return _tools(self.name)[1]
 
     def environment(self, task: Task | None = None) -> Environment:
         """A fresh environment (over the process's parsed database: ``environments``), brought to ``task``'s

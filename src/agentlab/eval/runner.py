@@ -266,7 +266,7 @@ class TaskRunner:
     ) -> tuple[Environment, list[FunctionTool], str]:
         """The task environment (a fresh one unless given), the domain tools acting on it, the assistant's prompt."""
         env = env or self.domain.environment(task)
-        tools = [convert_tau2_tool_to_function_tool(t, env) for t in env.get_tools()]
+        tools = [convert_tau2_tool_to_function_tool(t, env) for t in self.domain.tools()]
         return env, tools, self.protocol.prompts.agent(env.get_policy())
 
     def check_window(self, task: Task) -> None:
@@ -304,11 +304,9 @@ class TaskRunner:
         )
         return agent, window
 
-    @staticmethod
-    def user_tools(env: Environment) -> list[FunctionTool]:
+    def user_tools(self, env: Environment) -> list[FunctionTool]:
         """The domain's user tools (telecom's phone) acting on the user's side of ``env``; most domains have none."""
-        tau2_tools = env.get_user_tools() if env.user_tools else []
-        return [convert_tau2_tool_to_function_tool(t, env, requestor="user") for t in tau2_tools]
+        return [convert_tau2_tool_to_function_tool(t, env, requestor="user") for t in self.domain.user_tools()]
 
     def user_simulator(
         self,
@@ -433,11 +431,8 @@ class TaskRunner:
 
     @cached_property
     def _tool_names(self) -> tuple[frozenset[str], frozenset[str]]:
-        """The names of the domain's assistant tools and of its user tools (none for most domains), read off one
-        environment (building one loads the domain's database)."""
-        env = self.domain.environment()
-        user = frozenset(tool.name for tool in env.get_user_tools()) if env.user_tools else frozenset()
-        return frozenset(tool.name for tool in env.get_tools()), user
+        """The names of the domain's assistant tools and of its user tools (none for most domains)."""
+        return frozenset(t.name for t in self.domain.tools()), frozenset(t.name for t in self.domain.user_tools())
 
     @property
     def needs_judge(self) -> bool:
