@@ -46,13 +46,16 @@ def _start(command: list[str]) -> subprocess.Popen:
     return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def _kill_once(command: list[str], results: Path, rng: random.Random, max_delay: float) -> dict[str, Any]:
-    """Start the run, wait for one more finished row, then SIGKILL it after a random delay (unless it finished)."""
+def _kill_once(command: list[str], results: Path, rng: random.Random, total: int) -> dict[str, Any]:
+    """Start the run, wait until a random number of its ``total`` rows is written (at least one more than before,
+    fewer than all), then SIGKILL it within a few milliseconds (unless it finished). Aiming at a row count, not at
+    a time, keeps the kills inside the run however fast its pairs are."""
     before = _rows_written(results)
+    target = rng.randint(before + 1, max(before + 1, total - 1))
     proc = _start(command)
-    while proc.poll() is None and _rows_written(results) <= before:
-        time.sleep(0.02)
-    time.sleep(rng.uniform(0.0, max_delay))
+    while proc.poll() is None and _rows_written(results) < target:
+        time.sleep(0.005)
+    time.sleep(rng.uniform(0.0, 0.05))
     landed = proc.poll() is None
     if landed:
         os.kill(proc.pid, signal.SIGKILL)
@@ -60,14 +63,15 @@ def _kill_once(command: list[str], results: Path, rng: random.Random, max_delay:
     return {"landed": landed, "rows_before": before, "rows_at_kill": _rows_written(results), "returncode": proc.returncode}
 
 
-def kill_loop(command: list[str], results: Path, kills: int, seed: int, max_delay: float = 3.0, torn_every: int = 2) -> dict[str, Any]:
-    """SIGKILL ``command`` ``kills`` times at random points, then let it finish; every ``torn_every``-th kill is
-    followed by a half-written last row (what a kill in mid-write leaves; a real one rarely lands there)."""
+def kill_loop(command: list[str], results: Path, kills: int, seed: int, total: int, torn_every: int = 2) -> dict[str, Any]:
+    """SIGKILL ``command`` (a run of ``total`` rows) ``kills`` times at random points, then let it finish; every
+    ``torn_every``-th kill is followed by a half-written last row (what a kill in mid-write leaves; a real one
+    rarely lands there)."""
     rng = random.Random(seed)
     events, torn = [], 0
     started = time.perf_counter()
     for number in range(1, kills + 1):
-        event = _kill_once(command, results, rng, max_delay)
+        event = _kill_once(command, results, rng, total)
         if event["landed"] and torn_every and number % torn_every == 0:
             with results.open("a", encoding="utf-8") as handle:
                 handle.write(TORN_ROW)
@@ -111,7 +115,8 @@ def run_eval_kill_loop(out_dir: Path, kills: int, num_tasks: int, trials: int, s
     started = time.perf_counter()
     subprocess.run(eval_command(reference, num_tasks, trials, concurrency), cwd=ROOT, capture_output=True, check=True)
     reference_s = time.perf_counter() - started
-    loop = kill_loop(eval_command(interrupted, num_tasks, trials, concurrency), interrupted / RESULTS, kills, seed)
+    command = eval_command(interrupted, num_tasks, trials, concurrency)
+    loop = kill_loop(command, interrupted / RESULTS, kills, seed, total=num_tasks * trials)
     return {"uninterrupted_wall_time_s": round(reference_s, 1), **loop, **compare_runs(interrupted, reference, num_tasks * trials)}
 
 
