@@ -68,6 +68,21 @@ def termination_reason(row: dict[str, Any]) -> str:
     return INFRASTRUCTURE_ERROR if infrastructure_error(row) else row.get("termination_reason") or "error"
 
 
+def baseline_and_intervals(
+    by_task: dict[str, Any], num_trials: int, baseline: dict[str, float] | None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The comparison with the do-nothing baseline (empty without one) and the reward intervals, the last one on
+    the tasks the baseline fails."""
+    versus = against_baseline(by_task, baseline) if baseline is not None else {}
+    intervals = reward_intervals(by_task, num_trials)
+    if versus:
+        fails = versus["baseline"]["task_rewards"]
+        intervals["avg_reward_baseline_fails"] = interval(
+            {t: r for t, r in by_task.items() if t in fails and not is_successful(fails[t])}
+        )
+    return versus, intervals
+
+
 def summarize(
     rows: list[dict[str, Any]], num_trials: int, wall_time: float, baseline: dict[str, float] | None = None
 ) -> dict[str, Any]:
@@ -81,13 +96,7 @@ def summarize(
     usage, judge = tokens(rows, "usage"), tokens(rows, "judge_usage")
     rewards = [row["reward"] for row in counted]
     by_task = rewards_by_task(counted)
-    versus = against_baseline(by_task, baseline) if baseline is not None else {}
-    intervals = reward_intervals(by_task, num_trials)
-    if versus:
-        fails = versus["baseline"]["task_rewards"]
-        intervals["avg_reward_baseline_fails"] = interval(
-            {t: r for t, r in by_task.items() if t in fails and not is_successful(fails[t])}
-        )
+    versus, intervals = baseline_and_intervals(by_task, num_trials, baseline)
     return {
         "num_pairs": len(rows),
         "num_tasks": len({row["task_id"] for row in rows}),
@@ -165,13 +174,7 @@ class RunSummary:
     def summary(self, num_trials: int, wall_time: float, baseline: dict[str, float] | None = None) -> dict[str, Any]:
         """The summary of every row taken so far (``summarize``'s fields, in its order)."""
         by_task: dict[str, Any] = self.by_task
-        versus = against_baseline(by_task, baseline) if baseline is not None else {}
-        intervals = reward_intervals(by_task, num_trials)
-        if versus:
-            fails = versus["baseline"]["task_rewards"]
-            intervals["avg_reward_baseline_fails"] = interval(
-                {t: r for t, r in by_task.items() if t in fails and not is_successful(fails[t])}
-            )
+        versus, intervals = baseline_and_intervals(by_task, num_trials, baseline)
         calls, attempts = self.tool_call_turns, self.tool_call_turns + self.format_errors
         totals = {role: self.costs[role] for role in sorted(self.costs)}
         total = total_cost(totals)
