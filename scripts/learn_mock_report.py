@@ -32,7 +32,7 @@ from agentlab.eval.runner import TaskRunner
 def rewards_by_task(run_dir: Path) -> dict[str, list[float]]:
     """Each task's trial rewards in an evaluation run dir (error rows count 0, as the harness scores them)."""
     by_task: dict[str, list[float]] = defaultdict(list)
-    for row in ResultStore(run_dir).rows:
+    for row in ResultStore(run_dir).iter_rows():
         by_task[str(row["task_id"])].append(float(row["reward"]))
     if not by_task:
         raise SystemExit(f"{run_dir} holds no results.jsonl rows")

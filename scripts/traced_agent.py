@@ -341,7 +341,7 @@ def run_conversations(args: argparse.Namespace, agent: ChatModel, tasks: list[Ta
                             task_ids=[task.id for task in tasks], num_trials=args.trials)
     before = ResultStore(work_dir).finished()
     evaluation(work_dir, config=vars(args), name="traced_agent", group="traced_agent")
-    rows = evaluation.selected_rows(ResultStore(work_dir).rows, tasks)
+    rows = evaluation.selected_rows(ResultStore(work_dir).iter_rows(), tasks)
     return [row for row in rows if pair_key(row) not in before]
 
 
