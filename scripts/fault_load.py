@@ -45,8 +45,9 @@ def eval_command(base_url: str, num_tasks: int, trials: int, concurrency: int, r
     return [
         sys.executable, "-m", "agentlab.run", "+experiment=tau2_airline", *models,
         "task_split=base", f"num_tasks={num_tasks}", f"num_trials={trials}", f"concurrency={concurrency}",
-        # the oracle plays up to 20 gold calls in one turn and must see every tool result of the task
-        "max_steps=30", "max_tool_rounds=30", "window_tokens=32768",
+        # tau2's 200 messages hold every gold run (the experiment's 16 cut the longer ones); the window keeps
+        # every tool result of a task
+        "max_steps=200", "window_tokens=32768",
         "logger=none", "progress=false", f"hydra.run.dir={run_dir}",
     ]  # fmt: skip
 

@@ -46,12 +46,12 @@ def _start(command: list[str]) -> subprocess.Popen:
     return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def _kill_once(command: list[str], results: Path, rng: random.Random, total: int) -> dict[str, Any]:
-    """Start the run, wait until a random number of its ``total`` rows is written (at least one more than before,
-    fewer than all), then SIGKILL it within a few milliseconds (unless it finished). Aiming at a row count, not at
-    a time, keeps the kills inside the run however fast its pairs are."""
+def _kill_once(command: list[str], results: Path, rng: random.Random, target: int) -> dict[str, Any]:
+    """Start the run, wait until ``target`` rows are written (at least one more than before), then SIGKILL it
+    within a few milliseconds (unless it finished). Aiming at a row count, not at a time, keeps the kills inside
+    the run however fast its pairs are."""
     before = _rows_written(results)
-    target = rng.randint(before + 1, max(before + 1, total - 1))
+    target = max(target, before + 1)
     proc = _start(command)
     while proc.poll() is None and _rows_written(results) < target:
         time.sleep(0.005)
@@ -64,14 +64,15 @@ def _kill_once(command: list[str], results: Path, rng: random.Random, total: int
 
 
 def kill_loop(command: list[str], results: Path, kills: int, seed: int, total: int, torn_every: int = 2) -> dict[str, Any]:
-    """SIGKILL ``command`` (a run of ``total`` rows) ``kills`` times at random points, then let it finish; every
-    ``torn_every``-th kill is followed by a half-written last row (what a kill in mid-write leaves; a real one
-    rarely lands there)."""
+    """SIGKILL ``command`` (a run of ``total`` rows) ``kills`` times at random row counts (distinct, spread over
+    the run), then let it finish; every ``torn_every``-th kill is followed by a half-written last row (what a
+    kill in mid-write leaves; a real one rarely lands there)."""
     rng = random.Random(seed)
+    targets = sorted(rng.sample(range(1, total), min(kills, total - 1)))
     events, torn = [], 0
     started = time.perf_counter()
-    for number in range(1, kills + 1):
-        event = _kill_once(command, results, rng, total)
+    for number, target in enumerate(targets, start=1):
+        event = _kill_once(command, results, rng, target)
         if event["landed"] and torn_every and number % torn_every == 0:
             with results.open("a", encoding="utf-8") as handle:
                 handle.write(TORN_ROW)
