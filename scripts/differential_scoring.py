@@ -195,8 +195,8 @@ def table(summary: dict[str, Any]) -> str:
 
 @cache
 def module_record() -> dict[str, Any]:
-    """Which ``agentlab.eval.environments`` was compared (a stand-in is untracked: its hash tells it apart), and the
-    commit, both as they were when the first domain finished."""
+    """Which ``agentlab.eval.environments`` was compared (its sha256, and whether git tracks it: a local edit or an
+    untracked substitute shows), and the commit, both as they were when the first domain finished."""
     path = Path(environments.__file__)
     tracked = subprocess.run(
         ["git", "ls-files", "--error-unmatch", str(path)], cwd=ROOT, capture_output=True, check=False
