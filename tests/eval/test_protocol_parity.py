@@ -288,12 +288,7 @@ def test_tau2_limits_cut_where_tau2_cuts(domains, max_steps, max_errors, reason)
     tau2_requests, agentlab_requests, simulation, played = _both(
         domains["airline"], "39", max_steps=max_steps, max_errors=max_errors
     )
-    _assert_same_requests(tau2_requests, agentlab_requests)
-    assert trajectory(played.simulation()) == trajectory(simulation)
-    assert played.termination_reason == simulation.termination_reason == reason
-    assert played.steps == len(simulation.messages) - 1 - sum(
-        1 for m in simulation.messages if m.role == "tool"
-    ) + _batches(simulation)
+    _assert_cut_alike(tau2_requests, agentlab_requests, simulation, played, reason)
 
 
 @pytest.mark.parametrize(
@@ -315,13 +310,21 @@ def test_telecom_limits_cut_the_users_turn_where_tau2_cuts(domains, case, max_st
     tau2_requests, agentlab_requests, simulation, played = _both(
         domains["telecom"], TELECOM_CASES[case], max_steps=max_steps, app_type=DualControlApp
     )
+    _assert_cut_alike(tau2_requests, agentlab_requests, simulation, played, reason)
+    assert played.reward == simulation.reward_info.reward
+
+
+def _assert_cut_alike(
+    tau2_requests: list[Any], agentlab_requests: list[Any], simulation: SimulationRun, played: Any, reason: str
+) -> None:
+    """Both sides sent the same requests, recorded the same conversation, ended for ``reason`` and counted steps as
+    tau2 does (every message but the first, a batch of tool results once)."""
     _assert_same_requests(tau2_requests, agentlab_requests)
     assert trajectory(played.simulation()) == trajectory(simulation)
     assert played.termination_reason == simulation.termination_reason == reason
     assert played.steps == len(simulation.messages) - 1 - sum(
         1 for m in simulation.messages if m.role == "tool"
     ) + _batches(simulation)
-    assert played.reward == simulation.reward_info.reward
 
 
 def _batches(simulation: SimulationRun) -> int:
