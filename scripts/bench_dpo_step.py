@@ -26,6 +26,8 @@ from typing import Any
 
 from benchlib import command_line, machine, write_results
 
+from agentlab.conf import CONFIG_DIR
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "experiments" / "bench_dpo_step"
 TASK_IDS = (1, 3)
@@ -38,7 +40,7 @@ def algorithm_args(bf16: bool) -> dict[str, Any]:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose(config_name="config", overrides=["+experiment=rl_airline", "rl_algo=dpo", f"hardware.bf16={str(bf16).lower()}"])
     algo = OmegaConf.to_container(cfg.rl_algo, resolve=True)
     algo.pop("_target_")

@@ -31,13 +31,15 @@ from agent_framework import Content, Message
 from agent_framework.openai import OpenAIChatCompletionClient
 from benchlib import command_line, machine
 
-import agentlab  # noqa: F401 - the offline environment, before tau2 or tiktoken are used
+import agentlab
 from agentlab.eval.domains import Tau2Domain
 from agentlab.eval.harness import Evaluation
 from agentlab.eval.runner import TaskRunner
 from agentlab.eval.window import SlidingWindowHistoryProvider
 from agentlab.models.openai_compat import OpenAIModel
 from agentlab.models.oracle_server import AGENT_MODEL, USER_MODEL, CompletionHandler, LoopbackServer, OracleApp
+
+agentlab.setup()  # the offline environment and quiet logging, as the commands have
 
 if TYPE_CHECKING:
     from tau2.data_model.tasks import Task

@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from agentlab.conf import CONFIG_DIR
+
 MOCK_TASKS = 9
 
 
@@ -33,7 +35,7 @@ def compose(pairs: int, logger: str) -> Any:
     from hydra import initialize_config_dir
 
     trials = math.ceil(pairs / MOCK_TASKS)
-    conf = Path(__file__).resolve().parents[1] / "conf"
+    conf = CONFIG_DIR
     overrides = [
         "model@agent=oracle",
         "model@user=oracle",

@@ -36,9 +36,11 @@ import numpy as np
 import torch
 from benchlib import machine, write_results
 
+from agentlab.conf import CONFIG_DIR
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "experiments" / "bench_sft"
-CONF = ROOT / "conf"
+CONF = CONFIG_DIR
 # padding_free without packing refuses a max_length (trl: "not enforced"): the samples come cut already
 VARIANTS = {"padding": {}, "packing": {"packing": True}, "padding_free": {"padding_free": True, "max_length": None}}
 IGNORE_INDEX = -100

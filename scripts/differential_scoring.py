@@ -34,8 +34,10 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-import agentlab  # noqa: F401 - the offline environment, before tau2 is used
+import agentlab
 from agentlab.logging_setup import configure_logging
+
+agentlab.setup()  # the offline environment and quiet logging, as the commands have
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 

@@ -24,11 +24,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import agentlab  # noqa: F401 - the offline environment, before tau2 is used
+import agentlab
 from agentlab.eval.domains import Tau2Domain
 from agentlab.eval.results import RESULTS_FILE
 from agentlab.models.fault_server import FaultPlan, FaultServer
 from agentlab.models.oracle_server import AGENT_MODEL, USER_MODEL
+
+agentlab.setup()  # the offline environment and quiet logging, as the commands have
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "experiments" / "fault_suite" / "load.json"

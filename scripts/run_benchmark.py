@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-CONF_MODELS = Path(__file__).resolve().parents[1] / "conf" / "model"
+from agentlab.conf import CONFIG_DIR
+
+CONF_MODELS = CONFIG_DIR / "model"
 
 
 def model_overrides(slot: str, name: str) -> list[str]:
@@ -50,10 +51,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
 def main() -> None:
     overrides = to_overrides(parse(sys.argv[1:]))
     print("agentlab overrides:", " ".join(overrides))
-    from agentlab.run import main as agentlab_main
+    from agentlab.run import cli
 
     sys.argv = [sys.argv[0], *overrides]
-    agentlab_main()
+    cli()
 
 
 if __name__ == "__main__":

@@ -32,7 +32,8 @@ from rich.console import Console
 from rich.table import Table
 from tau2.data_model.tasks import Task
 
-import agentlab  # noqa: F401 - sets the offline environment before tau2 is used
+import agentlab
+from agentlab.conf import CONFIG_DIR
 from agentlab.eval.domains import Tau2Domain
 from agentlab.eval.harness import Evaluation, select_tasks
 from agentlab.eval.messages import role_of
@@ -53,7 +54,9 @@ from agentlab.tracing.studio import (
     reply_attributes,
 )
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+agentlab.setup()  # the offline environment and quiet logging, as the commands have
+
+CONF = CONFIG_DIR
 HELD_OUT = "test"
 AGENTS = ("oracle", "smollm2")
 WINDOW_TOKENS = {"oracle": 32768, "smollm2": 7000}  # SmolLM2 reads 8k tokens: the smollm2 experiments' window
@@ -329,7 +332,7 @@ def write_traces(rows: list[dict[str, Any]], out: Path, schema: str, flat: bool,
 
 
 def build_agent(name: str) -> ChatModel:
-    """The agent from ``conf/model/<name>.yaml``: the defaults ``model@agent=<name>`` has."""
+    """The agent from ``agentlab/conf/model/<name>.yaml``: the defaults ``model@agent=<name>`` has."""
     return instantiate(OmegaConf.load(CONF / "model" / f"{name}.yaml"))
 
 

@@ -1,4 +1,4 @@
-"""Shared fixtures: the repo's conf/ directory, composed configs, and small tau2 data."""
+"""Shared fixtures: the packaged config groups, composed configs, and small tau2 data."""
 
 from __future__ import annotations
 
@@ -9,10 +9,13 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-import agentlab  # noqa: F401 - offline environment for every test
+import agentlab
+from agentlab.conf import CONFIG_DIR
+
+agentlab.setup()  # the offline environment and quiet logging, as the commands have
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf"
+CONF = CONFIG_DIR
 
 
 @pytest.fixture

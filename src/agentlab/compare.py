@@ -12,6 +12,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
+import agentlab
 from agentlab.tracking.report import ReportError, load_runs, print_summary, write_report
 from agentlab.tracking.viewer import compare_page
 
@@ -30,6 +31,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.ArgumentParser, arg
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Bad input ends with exit code 2 and one line naming the path (argparse's usage error), no traceback."""
+    agentlab.setup()
     parser, args = parse_args(argv)
     try:
         runs = load_runs(args.dirs)

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import agentlab
 from agentlab.tracking.dashboard import EVAL_JOB, MAX_K, TRAIN_JOB, build_report, build_workspace, definition, publish
 from agentlab.tracking.redact import redact
 
@@ -56,6 +57,7 @@ def write_definition(path: Path, views: dict[str, dict]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Bad input (a group W&B filters cannot express, an unwritable --out, --publish without an account) exits 2."""
+    agentlab.setup()
     parser, args = parse_args(argv)
     out = args.out or Path("outputs") / "dashboards" / f"{args.group}.json"
     try:

@@ -28,7 +28,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-import agentlab  # noqa: F401 - sets the offline environment before tau2, tiktoken or wandb are used
+import agentlab
 from agentlab.config import ConfigError, UserError, check_config
 from agentlab.logging_setup import configure_logging
 from agentlab.ranks import is_main
@@ -71,9 +71,6 @@ def run_name() -> str:
 def job_dirname() -> str:
     """A sweep job's folder name: its distinguishing overrides as one path component."""
     return re.sub(r"[/\\:]+", "_", ",".join(job_overrides())) or "default"
-
-
-OmegaConf.register_new_resolver("agentlab.job_dirname", job_dirname, replace=True)
 
 
 def objective(run_dir: Path, name: str | None) -> float | None:
@@ -169,7 +166,7 @@ def exit_on_user_error(exc: BaseException) -> None:
         sys.exit(2)
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     """Returns the job's ``optimized_metric`` (default eval/avg_reward), the objective of hyperparameter sweeps."""
     try:
@@ -179,8 +176,15 @@ def main(cfg: DictConfig) -> float | None:
         raise
 
 
+def prepare() -> None:
+    """What a run needs before Hydra composes: the offline environment and logging, and the run-dir resolver."""
+    agentlab.setup()
+    OmegaConf.register_new_resolver("agentlab.job_dirname", job_dirname, replace=True)
+
+
 def cli() -> None:
-    """``python -m agentlab.run``: Hydra's main; a composition mistake (wrong option, bad override) exits 2 too."""
+    """``agentlab`` / ``python -m agentlab.run``: Hydra's main; a composition mistake (wrong option, bad override) exits 2 too."""
+    prepare()
     os.environ[FULL_ERROR] = "1"  # Hydra re-raises composition errors instead of printing its own multi-line report
     try:
         main()

@@ -13,6 +13,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
+import agentlab
 from agentlab.rundir import CONVERSATIONS_FILE
 from agentlab.tracking.report import RESULTS_FILE, TRAIN_RESULTS_DIR, ReportError, display_path
 from agentlab.tracking.viewer import viewer_runs, write_page
@@ -29,6 +30,7 @@ def rows_dir(path: Path) -> Path:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Bad input ends with exit code 2 and one line naming the path (argparse's usage error), no traceback."""
+    agentlab.setup()
     parser = argparse.ArgumentParser(
         prog="python -m agentlab.view", description=__doc__.split("\n\n")[0].split(": ", 1)[1]
     )

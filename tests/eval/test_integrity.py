@@ -14,6 +14,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.utils import get_class, instantiate
 
+from agentlab.conf import CONFIG_DIR
 from agentlab.config import ConfigError
 from agentlab.eval.harness import Evaluation, select_tasks
 from agentlab.eval.results import REDONE_FILE, RESULTS_FILE
@@ -29,7 +30,7 @@ ORACLE = ("model@agent=oracle", "model@user=oracle", "logger=none", "progress=fa
 
 
 def _compose(*overrides: str):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return compose(config_name="config", overrides=list(overrides))
 
 

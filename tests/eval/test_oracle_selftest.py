@@ -15,17 +15,18 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
+from agentlab.conf import CONFIG_DIR
 from agentlab.eval.domains import Tau2Domain
 from agentlab.models.oracle import gold_runs
 
 ROOT = Path(__file__).resolve().parents[2]
-DOMAINS = sorted(p.stem for p in (ROOT / "conf" / "domain").glob("*.yaml"))
+DOMAINS = sorted(p.stem for p in (CONFIG_DIR / "domain").glob("*.yaml"))
 # tasks whose gold data holds no path to their criteria, so no oracle can score them (explained in the README)
 NO_GOLD_PATH = {"mock": {"update_task_with_history_and_env_assertions"}}
 
 
 def _defaults(*overrides: str):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return compose(config_name="config", overrides=list(overrides))
 
 

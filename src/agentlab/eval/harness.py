@@ -80,7 +80,9 @@ def select_tasks(tasks: list[Task], task_ids: list[str | int] | None, num_tasks:
 
 
 def _init_evaluator(patch_env: bool) -> None:
-    import agentlab  # noqa: F401 - sets the offline environment and quiet logging in the worker
+    import agentlab
+
+    agentlab.setup()  # a spawned worker starts bare: the parent's offline environment and quiet logging
 
     if patch_env:
         patch_env_set_state()

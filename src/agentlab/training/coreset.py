@@ -28,7 +28,6 @@ from typing import Any
 
 import numpy as np
 from loguru import logger
-from threadpoolctl import threadpool_limits
 
 from agentlab.training.formatter import IGNORE_INDEX, Sample
 
@@ -113,6 +112,8 @@ def farthest_point(
     else:
         chosen[0], picks[0] = features[start], start
         m, made = 1, 1
+    from threadpoolctl import threadpool_limits  # imported here: importing it sets KMP_DUPLICATE_LIB_OK
+
     with threadpool_limits(limits=1, user_api="blas"):
         bound = _first_bounds(features, chosen[: min(m, CENTER_BLOCK)])
         level = np.full(len(features), min(m, CENTER_BLOCK), dtype=np.int64)

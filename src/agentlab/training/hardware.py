@@ -1,4 +1,4 @@
-"""The hardware profiles' ``quantization`` (conf/hardware/*.yaml): bitsandbytes configs and the base-model loader.
+"""The hardware profiles' ``quantization`` (agentlab/conf/hardware/*.yaml): bitsandbytes configs and the base-model loader.
 
 ``quantization`` is ``null``/``none`` (full precision: ``hardware=cpu``), ``8bit`` (``hardware=a100``: seed 003's
 7B profile) or ``4bit`` (``hardware=rtx4090``: the QLoRA recipe, NF4 with double quantisation and bf16 compute).

@@ -105,7 +105,7 @@ def dpo_trainer_class(detach_prefix: bool) -> type:
 
 
 class DPOAlgorithm(LoraAlgorithm):
-    """LoRA DPO; ``training_args`` are trl ``DPOConfig`` fields (``beta``, ``loss_type``, ... see conf/rl_algo/dpo.yaml)."""
+    """LoRA DPO; ``training_args`` are trl ``DPOConfig`` fields (``beta``, ``loss_type``, ... see agentlab/conf/rl_algo/dpo.yaml)."""
 
     name = "dpo"
     kwargs_dataclass = "trl.DPOConfig"  # what ``training_args`` are checked against before the run

@@ -98,7 +98,7 @@ def _mean_logged(logs: Sequence[Mapping[str, float]], key: str) -> float | None:
 
 
 class GRPOAlgorithm(LoraAlgorithm):
-    """LoRA GRPO on whole tau2 episodes; ``training_args`` are trl ``GRPOConfig`` fields (conf/rl_algo/grpo.yaml).
+    """LoRA GRPO on whole tau2 episodes; ``training_args`` are trl ``GRPOConfig`` fields (agentlab/conf/rl_algo/grpo.yaml).
 
     ``runner`` plays the episodes (its ``assistant_sampling_temperature`` must be the trainer's ``temperature``:
     trl computes the policy's logprobs at that temperature) on the tasks ``split``/``num_tasks``/``task_ids``

@@ -56,7 +56,7 @@ def sft_trainer_class(detach_prefix: bool) -> type:
 
 
 class SFTAlgorithm(LoraAlgorithm):
-    """LoRA SFT; ``training_args`` are trl ``SFTConfig`` fields (see conf/rl_algo/sft.yaml)."""
+    """LoRA SFT; ``training_args`` are trl ``SFTConfig`` fields (see agentlab/conf/rl_algo/sft.yaml)."""
 
     name = "sft"
     kwargs_dataclass = "trl.SFTConfig"  # what ``training_args`` are checked against before the run
