@@ -1,10 +1,10 @@
-"""The seed's benchmark script, kept for its users: its flags become agentlab config overrides.
+"""agent-framework-lab's tau2 ``run_benchmark.py``, for its users: its flags become agentlab config overrides.
 
     python scripts/run_benchmark.py --assistant-model gpt-4o --user-model gpt-4o --max-steps 30
     python scripts/run_benchmark.py --debug-task-id 12 --max-steps 10 --patch-env
     python scripts/run_benchmark.py --assistant-model oracle --user-model oracle -- num_tasks=null
 
-It plays by the seed's rules (``protocol=seed``: its prompts, ``--max-steps`` counting turns).
+It plays by the lab's rules (``protocol=seed``: its prompts, ``--max-steps`` counting turns).
 A model name that is an agentlab model config (smollm2, oracle, ...) selects it; any other name is served
 through the ``openai`` config (set OPENAI_API_KEY, or add ``model@agent.base_url=...`` after ``--``).
 Anything after ``--`` is passed to Hydra as it is.
@@ -38,7 +38,7 @@ def to_overrides(args: argparse.Namespace) -> list[str]:
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Run the tau2 benchmark (seed 001 flags, mapped onto agentlab's config)")
+    parser = argparse.ArgumentParser(description="Run the tau2 benchmark (agent-framework-lab's flags, mapped onto agentlab's config)")
     parser.add_argument("--assistant-model", default="smollm2")
     parser.add_argument("--user-model", default="smollm2")
     parser.add_argument("--debug-task-id", default=None, help="run this one airline task with a colored message log")

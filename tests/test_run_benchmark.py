@@ -1,4 +1,4 @@
-"""The seed's run_benchmark.py flags map onto agentlab overrides that compose and check."""
+"""agent-framework-lab's run_benchmark.py flags map onto agentlab overrides that compose and check."""
 
 from __future__ import annotations
 

@@ -57,7 +57,7 @@ def test_oracle_scores_one_and_writes_tau2_format(airline, tmp_path):
     assert summary["avg_reward"] == 1.0 and summary["pass^k"] == {1: 1.0} and summary["errors"] == 0
     rows = _rows(tmp_path)
     assert sorted(r["task_id"] for r in rows) == sorted(TASK_IDS)
-    for key in ("id", "evaluation", "config", "termination_reason", "messages", "task"):  # the seed's row fields
+    for key in ("id", "evaluation", "config", "termination_reason", "messages", "task"):  # agent-framework-lab's tau2 row fields
         assert key in rows[0]
     results = Results.model_validate_json((tmp_path / TAU2_FILE).read_text())
     assert len(results.simulations) == 4 and all(s.reward_info.reward == 1.0 for s in results.simulations)

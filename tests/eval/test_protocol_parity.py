@@ -350,7 +350,7 @@ def test_trial_seeds_are_drawn_as_tau2s_run_tasks_draws_them():
 
 
 def test_seed_protocol_differs_from_tau2_exactly_where_documented(domains):
-    """The seed's rules: its prompt texts, agent names in requests, no seed; turn counting (below)."""
+    """protocol=seed's rules: its prompt texts, agent names in requests, no seed; turn counting (below)."""
     seed = Protocol(prompts=SeedPrompts(), steps=TurnSteps(), agent_stop=True, speaker_names=True, seed=None)
     tau2_requests, agentlab_requests, simulation, played = _both(domains["airline"], "4", protocol=seed)
     assert len(agentlab_requests) == len(tau2_requests) and played.reward == simulation.reward_info.reward == 1.0

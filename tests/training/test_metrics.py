@@ -1,4 +1,4 @@
-"""The seed's evaluator metrics from results rows: ordered plan matching, mean/std/count, pass^k, the report."""
+"""The agent metrics from results rows: ordered plan matching, mean/std/count, pass^k, the report."""
 
 from __future__ import annotations
 

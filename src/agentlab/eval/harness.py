@@ -259,7 +259,7 @@ class Evaluation:
         return role_costs(usage, {"agent": self.agent.prices, "user": self.user.prices, "judge": self.runner.judge.prices})
 
     def model_config(self) -> dict[str, Any]:
-        """The seed's ``config`` field: which models played, and the runner's limits."""
+        """The row's ``config`` field (agent-framework-lab's tau2 row shape): which models played, and the runner's limits."""
         return {
             "assistant": self.agent.name,
             "user": self.user.name,

@@ -1,6 +1,6 @@
 """Conversation shapes and the conversions between them: agent-framework <-> tau2, and the user's flipped view.
 
-One module per pair of shapes keeps every conversion in one tested place (the seed's names are kept).
+One module per pair of shapes keeps every conversion in one tested place (the names are agent-framework-lab's tau2 ones).
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def flip_messages(messages: list[Message], hide_calls_of: str = "assistant") -> 
 
 
 def message_text(message: Message) -> str:
-    """The text parts of ``message`` joined by spaces (the seed's rule)."""
+    """The text parts of ``message`` joined by spaces (as agent-framework-lab's tau2 runner joins them)."""
     return " ".join(c.text for c in message.contents if c.type == "text" and c.text)
 
 

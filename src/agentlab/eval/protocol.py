@@ -4,7 +4,7 @@
 ``LLMAgent`` and ``UserSimulator``): its prompts, built from tau2's own templates, every message counted as a
 step, limits checked between a tool result and the agent's next message, no agent stop, tau2's per-trial seed.
 tests/eval/test_protocol_parity.py records the requests of both over HTTP and compares them turn by turn.
-``protocol=seed`` keeps the rules agentlab had from seed 001's runner: its prompt texts, one step per turn,
+``protocol=seed`` keeps the rules of agent-framework-lab's tau2 runner (``agent_framework_lab_tau2``): its prompt texts, one step per turn,
 limits checked after whole turns, an agent ``###STOP###`` ends the run, the agents' names sent with messages.
 """
 
@@ -59,7 +59,7 @@ class Tau2Prompts(Prompts):
 
 @dataclass(frozen=True)
 class SeedPrompts(Prompts):
-    """Seed 001's texts: no blank line before "Try to be helpful", none before ``<scenario>``, the instructions alone."""
+    """agent-framework-lab's tau2 texts: no blank line before "Try to be helpful", none before ``<scenario>``, the instructions alone."""
 
     def agent(self, policy: str) -> str:
         return f"<instructions>\n{SEED_AGENT_INSTRUCTION}\n</instructions>\n<policy>\n{policy}\n</policy>"
@@ -117,7 +117,7 @@ class MessageSteps(StepRule):
 
 @dataclass(frozen=True)
 class TurnSteps(StepRule):
-    """Seed 001's runner: a user message and a whole agent turn (all its tool rounds) are one step each, limits
+    """agent-framework-lab's tau2 runner: a user message and a whole agent turn (all its tool rounds) are one step each, limits
     are checked after whole turns, and a stop wins over ``max_steps`` reached in the same step."""
 
     agent_turn = 1
@@ -138,7 +138,7 @@ class Protocol:
 
     ``agent_stop``: whether an agent's ``###STOP###`` ends the run (tau2's ``LLMAgent`` never stops it).
     ``speaker_names``: whether a message carries its agent-framework author name (``UnnamedAgent``) to the other
-    side as the OpenAI ``name`` field (the seed's flip kept it; tau2 sends no names).
+    side as the OpenAI ``name`` field (the lab's flip keeps it; tau2 sends no names).
     ``seed``: tau2's ``run_tasks`` seed: trial k's requests carry the k-th number drawn from it (agent and user
     alike), as tau2's orchestrator sets them; None sends no seed.
     """

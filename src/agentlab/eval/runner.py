@@ -1,6 +1,6 @@
 """TaskRunner: one tau2 task, played by an agent-framework assistant against a simulated user, then scored.
 
-Seed 001's flow, as a plain loop instead of a workflow graph (same turns, easier to bound and to run many
+agent-framework-lab's tau2 flow, as a plain loop instead of its workflow graph (same turns, easier to bound and to run many
 at once): the assistant greets, the user simulator (tau2 guidelines + the task scenario) sees the
 conversation flipped, the assistant answers with the domain's tools until it writes to the user, and so
 on until a stop token or ``max_steps``. The full conversation is scored by tau2's ``evaluate_simulation``.

@@ -1,1 +1,1 @@
-"""Training the agent (seed 003): SFT data and formatting, coreset selection, continual replay, rewards, metrics."""
+"""Training the agent: SFT data and formatting, coreset selection, continual replay, rewards, metrics."""

@@ -1,7 +1,7 @@
-"""Continual training rounds with replay (seed 003's online continual learner): a bounded, persisted buffer.
+"""Continual training rounds with replay (an online continual learner): a bounded, persisted buffer.
 
 Each round trains on its new samples plus ``replay_ratio`` times as many drawn from the buffer of earlier
-rounds (at least one when the buffer has any; the seed's rule), which counters forgetting. The buffer is
+rounds (at least one when the buffer has any), which counters forgetting. The buffer is
 a reservoir sample: after any number of rounds it holds a uniform sample of ``buffer_size`` of everything
 seen, so it stays bounded and no round crowds out the others.
 

@@ -1,16 +1,16 @@
-"""Coreset selection (seed 003): keep the formatted samples worth a training round's compute.
+"""Coreset selection: keep the formatted samples worth a training round's compute.
 
 Strategies (``CoresetSelector.strategy``), each keeping ``target_size`` samples (all when there are fewer):
 
 - ``none``: every sample.
 - ``random``: a uniform draw.
 - ``loss_topk``: the highest loss under the base model (``per_sample_loss``: a real forward pass, mean
-  cross-entropy over the label tokens). Without a model or precomputed losses it falls back to the seed's
+  cross-entropy over the label tokens). Without a model or precomputed losses it falls back to a
   difficulty heuristic, ``length / 512 + entropy / 5`` (token count, Shannon entropy in bits of the token
   frequencies), and says so in the log.
 - ``diversity``: greedy farthest-point selection under cosine distance on hashed bag-of-token features.
-- ``hybrid``: the top ``loss_fraction`` (0.6, the seed's 60/40) by loss, then the rest by farthest-point
-  *from those*: the diversity part covers what the loss part did not (the seed ran it independently).
+- ``hybrid``: the top ``loss_fraction`` (0.6: 60/40) by loss, then the rest by farthest-point
+  *from those*: the diversity part covers what the loss part did not.
 
 Features: the label tokens of a sample (all its tokens when it has no labels), because the shared system
 prompt and tool list would otherwise make every agent dialog look alike; weighted by log term frequency
@@ -63,7 +63,7 @@ def token_counts(samples: Sequence[Sample], labelled_only: bool) -> tuple[np.nda
 
 
 def heuristic_loss(samples: Sequence[Sample]) -> np.ndarray:
-    """The seed's difficulty proxy: token count / 512 + entropy (bits) of the token frequencies / 5."""
+    """The difficulty proxy without a model: token count / 512 + entropy (bits) of the token frequencies / 5."""
     doc, _, counts = token_counts(samples, labelled_only=False)
     lengths = np.bincount(doc, weights=counts, minlength=len(samples))
     p = counts / lengths[doc]
@@ -323,7 +323,7 @@ class CoresetSelector:
         elif model is not None:
             values = per_sample_loss(model, samples, self.batch_size)
         else:
-            logger.warning("coreset: no model and no losses given; ranking by the seed's length/entropy heuristic")
+            logger.warning("coreset: no model and no losses given; ranking by the length/entropy heuristic")
             values = heuristic_loss(samples)
         if np.isnan(values).any():
             raise ValueError("losses contain NaN")

@@ -1,4 +1,4 @@
-"""Training dialogs in seed 003's ``agent_sft`` shape, and their three sources: the oracle, evaluation runs, JSONL.
+"""Training dialogs in the ``agent_sft`` shape, and their three sources: the oracle, evaluation runs, JSONL.
 
 A dialog is the *assistant's view* of one conversation: what the agent was shown and what it answered,
 never the user simulator's side. JSONL schema (one dialog per line, UTF-8; blank lines are skipped):
@@ -62,7 +62,7 @@ class DialogError(UserError):
 
 @dataclass
 class Dialog:
-    """One conversation from the assistant's side (seed 003's ``agent_sft`` dialog): a played ``Trajectory``'s
+    """One conversation from the assistant's side (an ``agent_sft`` dialog): a played ``Trajectory``'s
     agent view (``dialog_of``), or a row of a dialogs file or of production traces, which have no tau2 task."""
 
     dialog_id: str

@@ -1,6 +1,6 @@
-"""Seed 003's ``AgentTrainingEvaluator``: a model's real tau2 rollouts on held-out tasks, scored every way.
+"""The training evaluator: a model's real tau2 rollouts on held-out tasks, scored every way.
 
-One harness evaluation per model (tau2's evaluator, pass^k, tool-call format validity), the seed's metrics
+One harness evaluation per model (tau2's evaluator, pass^k, tool-call format validity), the agent metrics
 on the same rows (``agentlab.training.metrics``), written as ``metrics.json`` and ``metrics.md`` in the
 evaluation's folder; ``compare`` puts a base model and its adapter side by side.
 """
@@ -27,14 +27,14 @@ class AgentTrainingEvaluator:
 
     def __init__(self, evaluation: Callable[..., Evaluation], reward: AgentRewardModel | None = None) -> None:
         self.evaluation = evaluation
-        self.reward = reward  # the ``agent_reward`` metric's model (None: seed 003's defaults)
+        self.reward = reward  # the ``agent_reward`` metric's model (None: the composite reward's default weights)
 
     def held_out(self) -> Evaluation:
         """The evaluation without a model: its task selection (split, num_tasks, task_ids) says which tasks are held out."""
         return self.evaluation(agent=None)
 
     def evaluate(self, model: ChatModel, out_dir: Path, label: str) -> dict[str, Any]:
-        """Run (or resume) ``model`` on the held-out tasks into ``out_dir``; the harness summary plus the seed's metrics."""
+        """Run (or resume) ``model`` on the held-out tasks into ``out_dir``; the harness summary plus the agent metrics."""
         evaluation = self.evaluation(agent=model)
         summary = evaluation(out_dir, config={"model": label, "task_split": evaluation.task_split}, name=label, group="evaluation")
         rows = list(evaluation.selected_rows(ResultStore(out_dir).iter_rows(), evaluation.tasks()))
@@ -44,7 +44,7 @@ class AgentTrainingEvaluator:
 
 
 def flat_figures(metrics: Mapping[str, Any]) -> dict[str, float | None]:
-    """One evaluation's headline numbers: harness figures, pass^k, the seed's metric means, the do-nothing baseline's
+    """One evaluation's headline numbers: harness figures, pass^k, the agent metrics' means, the do-nothing baseline's
     reward, the cost, and every mean's 95% interval (``ci95/<figure>/low`` and ``/high``)."""
     harness = metrics["harness"]
     figures: dict[str, float | None] = {name: harness.get(name) for name in HARNESS_FIGURES}

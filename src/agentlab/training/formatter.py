@@ -19,7 +19,7 @@ Preference pairs (``turn_pair``) cut two runs of one task the same way: the prom
 for the first agent turn where they differ, and each completion is that one assistant span, so DPO's
 log-ratio covers the agent's own tokens only.
 
-Task types (seed 003's four), the first rule that holds:
+Task types (four), the first rule that holds:
 
 1. ``metadata["task_type"]``, when it names one of the four (external data may be labelled already);
 2. ``tool_retrieval``: the dialog offers at least ``RETRIEVAL_MIN_TOOLS`` tools (finding the tool is the task);
@@ -105,7 +105,7 @@ def validate_task_weights(weights: Mapping[str, float]) -> dict[str, float]:
 
 
 class AgentSFTFormatter:
-    """Seed 003's formatter: ``format_dialog`` gives token ids, labels on assistant turns only, and a task type."""
+    """The SFT formatter: ``format_dialog`` gives token ids, labels on assistant turns only, and a task type."""
 
     def __init__(
         self, tokenizer: Any, max_length: int, task_weights: Mapping[str, float] | None = None, train_on_opening: bool = False

@@ -1,6 +1,6 @@
 """The hardware profiles' ``quantization`` (agentlab/conf/hardware/*.yaml): bitsandbytes configs and the base-model loader.
 
-``quantization`` is ``null``/``none`` (full precision: ``hardware=cpu``), ``8bit`` (``hardware=a100``: seed 003's
+``quantization`` is ``null``/``none`` (full precision: ``hardware=cpu``), ``8bit`` (``hardware=a100``: the
 7B profile) or ``4bit`` (``hardware=rtx4090``: the QLoRA recipe, NF4 with double quantisation and bf16 compute).
 A quantized base model is loaded with ``device_map="auto"`` and prepared for k-bit training by peft (base weights
 frozen, norms in fp32, gradient checkpointing on, input embeddings made to require grads) before LoRA goes on top.

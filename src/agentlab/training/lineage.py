@@ -1,6 +1,6 @@
 """An experiment's chain of training rounds (``rounds.jsonl``): each round starts from the previous adapter.
 
-Iterative training (seed 004's data feedback loop) runs the same experiment again and again as new data
+Iterative training (the trace-feedback loop) runs the same experiment again and again as new data
 arrives; each run should continue the last trained adapter, not the base model. One JSON line per
 finished round (run dir, adapter, where it started, its summary figures), appended durably after the
 adapter is saved; a run that is re-run into its own run dir is not counted twice and never starts from

@@ -1,6 +1,6 @@
-"""Seed 003's evaluator metrics (section 3.4), computed from real rollouts (``results.jsonl`` rows).
+"""The agent metrics of a training evaluation, computed from real rollouts (``results.jsonl`` rows).
 
-The seed measured a response with regexes; here each metric reads a row's tau2 messages and its task's gold
+Each metric reads a row's tau2 messages and its task's gold
 actions through the reward module's term functions, so a metric and the training reward never disagree.
 Per (task, trial) row:
 
@@ -11,7 +11,7 @@ Per (task, trial) row:
 - ``end_to_end_success``: 1.0 when the tau2 reward is 1 (tau2's ``is_successful``, 1 +- 1e-6).
 - ``tau2_reward`` and ``agent_reward`` (the composite reward's total).
 
-Each is reported as ``{mean, std, count, low, high}`` (population std, as the seed's ``np.std``; ``low``/``high``
+Each is reported as ``{mean, std, count, low, high}`` (population std, ``np.std``; ``low``/``high``
 the 95% bootstrap interval over tasks, trials resampled within a task; all ``None`` without rows), next to
 tau2's pass^k and its intervals (``ci95``). Error rows count: their trajectory is empty and their
 reward 0, as tau2 counts them.

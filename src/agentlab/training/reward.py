@@ -1,4 +1,4 @@
-"""Seed 003's composite agent reward, computed from a real tau2 trajectory and the task's gold actions.
+"""The composite agent reward, computed from a real tau2 trajectory and the task's gold actions.
 
 The seed scored a response with regexes; here every term reads the tau2 messages of a played conversation
 (or of a TRL completion replayed in a fresh tau2 environment) and the task's ``evaluation_criteria``:
@@ -99,9 +99,9 @@ def task_completion(trajectory: Trajectory) -> float:
 def tool_accuracy(calls: Sequence[ToolCall], gold: Sequence[Action]) -> float:
     """F1 between the called tool names and the gold tool names, both as multisets.
 
-    Multisets, not the seed's sets, because gold often repeats a tool (airline task 4 reads five
+    Multisets, not sets, because gold often repeats a tool (airline task 4 reads five
     reservations): one ``get_reservation_details`` then earns recall 1/5, not 1. Precision = |C & G| / |C|,
-    recall = |C & G| / |G| with ``&`` the multiset intersection. No gold (the seed's rule): 1.0 without
+    recall = |C & G| / |G| with ``&`` the multiset intersection. No gold: 1.0 without
     calls, else 0.5. Gold but no calls: 0.0.
     """
     called, wanted = Counter(c.name for c in calls), Counter(a.name for a in gold)
@@ -187,7 +187,7 @@ def _feedback(terms: Mapping[str, float], counts: Mapping[str, int], applied: Ma
 class AgentRewardModel:
     """``reward=agent``: the weighted terms plus per-occurrence penalties, clamped to [0, 1].
 
-    ``weights``/``penalties`` override the seed's defaults key by key; an unknown key is an error.
+    ``weights``/``penalties`` override the defaults key by key; an unknown key is an error.
     """
 
     def __init__(self, weights: Mapping[str, Any] | None = None, penalties: Mapping[str, Any] | None = None) -> None:

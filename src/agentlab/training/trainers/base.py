@@ -36,7 +36,7 @@ class NothingToTrain(Exception):
 
 @dataclass
 class LoraSettings:
-    """The LoRA adapter's shape (seed 003: r 64, alpha 128, dropout .05 on all projections for 7B)."""
+    """The LoRA adapter's shape (``hardware=a100``: r 64, alpha 128, dropout .05 on all projections for 7B)."""
 
     r: int = 8
     alpha: int = 16

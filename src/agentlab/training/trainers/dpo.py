@@ -1,8 +1,7 @@
 """``rl_algo=dpo``: LoRA DPO with trl's ``DPOTrainer`` on preference pairs of agent turns from scored rollouts.
 
 Several rollouts per task (the policy's and, with ``include_expert``, the oracle's) are scored by the
-reward model; the best and the worst make a pair, and a task whose best and worst tie gives none (the
-seed's rule). The pair is one agent turn: the two conversations are walked to the first assistant turn
+reward model; the best and the worst make a pair, and a task whose best and worst tie gives none. The pair is one agent turn: the two conversations are walked to the first assistant turn
 where they differ (``AgentSFTFormatter.turn_pair``); the prompt is the backend's prompt for that turn (the
 shared conversation through the chat template, generation prompt included) and chosen / rejected are the
 better / worse run's turn (its text and calls, then the template's end-of-turn marker). So DPO's log-ratio
