@@ -28,13 +28,18 @@ def import_agentlab():
         importlib.import_module(name)
 """
 
-PROBE = IMPORT_ALL + """
+PROBE = (
+    IMPORT_ALL
+    + """
 import json, sys
 import_agentlab()
 print(json.dumps(sorted(n for n in sys.modules if n.split(".")[0] not in ("agentlab", "__main__", "__mp_main__"))))
 """
+)
 
-CHECK = IMPORT_ALL + """
+CHECK = (
+    IMPORT_ALL
+    + """
 import importlib, json, logging, os, sys
 from loguru import logger
 
@@ -77,6 +82,7 @@ patched = sorted(
 print(json.dumps({"modules": len(AGENTLAB_MODULES), "classes": len(before[3]), "env": env,
                   "loguru": [before[1], after[1]], "loggers": changed_loggers, "patched": patched}))
 """
+)
 
 
 def _python(code: str, stdin: str = "") -> str:

@@ -25,8 +25,8 @@ def readme_example() -> tuple[str, str, str]:
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     section = text.split(SECTION, 1)[1].split("\n## ", 1)[0]
     path = re.search(r"For example, `([^`]+\.yaml)`", section).group(1)
-    yaml = re.search(r"```yaml\n(.*?)```", section, re.S).group(1)
-    command = re.search(r"```bash\n(.*?)```", section, re.S).group(1).strip()
+    yaml = re.search(r"```yaml\n(.*?)```", section, re.DOTALL).group(1)
+    command = re.search(r"```bash\n(.*?)```", section, re.DOTALL).group(1).strip()
     return path, yaml, command
 
 
@@ -44,12 +44,20 @@ def build_and_install(tmp_path: Path, env: dict[str, str]) -> Path:
         shutil.copy2(ROOT / name, source / name)
     shutil.copytree(ROOT / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     dist = tmp_path / "dist"
-    _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(dist), str(source)], tmp_path, env)
+    _run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(dist), str(source)],
+        tmp_path,
+        env,
+    )
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)], tmp_path, env)
     python = venv / "bin" / "python"
     (wheel,) = dist.glob("agentlab-*.whl")
-    _run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--ignore-installed", str(wheel)], tmp_path, env)
+    _run(
+        [str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--ignore-installed", str(wheel)],
+        tmp_path,
+        env,
+    )
     return venv / "bin"
 
 
@@ -62,7 +70,9 @@ def test_wheel_runs_the_readme_user_config_example_outside_the_checkout(tmp_path
     (work / path).parent.mkdir(parents=True)
     (work / path).write_text(yaml, encoding="utf-8")
 
-    where = _run([str(bin_dir / "python"), "-c", "import agentlab.conf as c; print(c.CONFIG_DIR)"], work, env).stdout.strip()
+    where = _run(
+        [str(bin_dir / "python"), "-c", "import agentlab.conf as c; print(c.CONFIG_DIR)"], work, env
+    ).stdout.strip()
     assert Path(where).is_relative_to(tmp_path / "venv"), f"agentlab was imported from {where}, not the installed wheel"
     assert sorted(p.name for p in Path(where).glob("experiment/*.yaml")) == sorted(
         p.name for p in (ROOT / "src" / "agentlab" / "conf" / "experiment").glob("*.yaml")
