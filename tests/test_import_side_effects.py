@@ -90,7 +90,13 @@ def _python(code: str, stdin: str = "") -> str:
     unset = {*offline_defaults(), "AGENTLAB_LOG_LEVEL", "KMP_DUPLICATE_LIB_OK"} - {"LITELLM_LOCAL_MODEL_COST_MAP"}
     env = {k: v for k, v in os.environ.items() if k not in unset}  # a host that keeps litellm's cost map local
     done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)], input=stdin, capture_output=True, text=True, env=env, timeout=600
+        [sys.executable, "-c", textwrap.dedent(code)],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout.strip().splitlines()[-1]
