@@ -1,17 +1,19 @@
 """A token-bounded sliding window over the assistant's history; the full history is kept for evaluation.
 
-Differences from the lab's window (seed 001), each a defect users hit:
-- the tool definitions are counted (the lab stored them and never counted them);
-- each message is counted once, when stored, and the window is cut from the newest message backwards,
-  so the cost of a turn depends on the window, not on the length of the history;
-- storing appends in place (the base class re-hashes the whole history on every save);
-- truncation is reported once per conversation and counted in ``truncated``, instead of a warning per turn.
+- The budget covers the system prompt and the tool definitions as well as the messages.
+- The window is cut from the newest message backwards over the messages actually in the state, whoever put
+  them there (messages seeded into the session state, or a history rewritten by agent-framework's
+  ``AgentExecutor``). Each message's count is cached by identity and checked against its contents, so a turn
+  counts only the messages it has not seen: its cost depends on the window, not on the length of the history.
+- Storing appends in place (the base class re-hashes the whole history on every save).
+- Truncation is reported once per conversation and counted in ``truncated``, instead of a warning per turn.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import tiktoken
@@ -20,7 +22,7 @@ from loguru import logger
 
 from agentlab.eval.messages import role_of
 
-MESSAGE_OVERHEAD = 4  # role and separators, per message (the seed's estimate)
+MESSAGE_OVERHEAD = 4  # role and separators, per message
 CALL_OVERHEAD = 4  # per function call or function result
 
 
@@ -29,7 +31,7 @@ def _encoding() -> tiktoken.Encoding:
 
 
 class TokenCounter:
-    """Counts tokens the way the window budgets them (tiktoken ``o200k_base``, the seed's estimate)."""
+    """Counts tokens the way the window budgets them (tiktoken ``o200k_base``)."""
 
     def __init__(self) -> None:
         self.encoding = _encoding()
@@ -76,6 +78,7 @@ class SlidingWindowHistoryProvider(InMemoryHistoryProvider):
         super().__init__(source_id)
         self.max_tokens = max_tokens
         self.counter = TokenCounter()
+        self.cache = TokenCache(self.counter.message)
         self.fixed_tokens = self.counter.fixed(system_message, tool_definitions)
         self.truncated = 0
         if self.fixed_tokens >= max_tokens:
@@ -90,22 +93,55 @@ class SlidingWindowHistoryProvider(InMemoryHistoryProvider):
         if state is None:
             return
         stored: list[Message] = state.setdefault("messages", [])
-        tokens: list[int] = state.setdefault("tokens", [])
         recent = {id(m) for m in stored[-len(messages) :]} if messages else set()
-        for message in messages:
-            if id(message) not in recent:
-                stored.append(message)
-                tokens.append(self.counter.message(message))
+        stored.extend(m for m in messages if id(m) not in recent)
 
     async def get_messages(
         self, session_id: str | None, *, state: dict[str, Any] | None = None, **kwargs: Any
     ) -> list[Message]:
         messages: list[Message] = (state or {}).get("messages", [])
-        start = window_start(messages, (state or {}).get("tokens", []), self.max_tokens - self.fixed_tokens)
+        start = window_start(messages, MessageCounts(messages, self.cache), self.max_tokens - self.fixed_tokens)
         if start and not self.truncated:
             logger.warning(f"Conversation exceeds the {self.max_tokens}-token window: oldest messages are dropped.")
         self.truncated = max(self.truncated, start)
         return list(messages[start:])
+
+
+class TokenCache:
+    """Each message's count, computed once: keyed by the message object (weakly) and valid while the message
+    still holds the same content objects, so a message replaced or edited after it was counted is counted again."""
+
+    def __init__(self, count: Callable[[Message], int]) -> None:
+        self.count = count
+        self.entries: weakref.WeakKeyDictionary[Message, tuple[tuple[Content, ...], int]] = weakref.WeakKeyDictionary()
+
+    def __call__(self, message: Message) -> int:
+        entry = self.entries.get(message)
+        if entry is not None and _same_objects(entry[0], message.contents):
+            return entry[1]
+        tokens = self.count(message)
+        self.entries[message] = (tuple(message.contents), tokens)
+        return tokens
+
+
+class MessageCounts(Sequence[int]):
+    """The counts of ``messages`` by position, each computed (through ``cache``) only when read."""
+
+    def __init__(self, messages: Sequence[Message], cache: Callable[[Message], int]) -> None:
+        self.messages = messages
+        self.cache = cache
+
+    def __len__(self) -> int:
+        return len(self.messages)
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return [self.cache(m) for m in self.messages[index]]
+        return self.cache(self.messages[index])
+
+
+def _same_objects(cached: Sequence[Any], current: Sequence[Any]) -> bool:
+    return len(cached) == len(current) and all(a is b for a, b in zip(cached, current, strict=True))
 
 
 def window_start(messages: Sequence[Message], tokens: Sequence[int], budget: int) -> int:
