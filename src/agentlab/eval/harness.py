@@ -43,7 +43,6 @@ from agentlab.eval.results import (
     write_tau2_results,
 )
 from agentlab.eval.runner import TaskRunner
-from agentlab.eval.tools import patch_env_set_state
 from agentlab.eval.trajectory import Trajectory, row_key
 from agentlab.models.base import ChatModel
 from agentlab.models.pricing import role_costs, total_cost
@@ -79,13 +78,10 @@ def select_tasks(tasks: list[Task], task_ids: list[str | int] | None, num_tasks:
     return [by_id[i] for i in ids]
 
 
-def _init_evaluator(patch_env: bool) -> None:
+def _init_evaluator() -> None:
     import agentlab
 
     agentlab.setup()  # a spawned worker starts bare: the parent's offline environment and quiet logging
-
-    if patch_env:
-        patch_env_set_state()
 
 
 class Evaluation:
@@ -113,11 +109,12 @@ class Evaluation:
     ) -> None:
         if max_task_retries < 0:
             raise ConfigError(f"max_task_retries={max_task_retries} is not allowed; expected an integer >= 0 (0 = play each pair once)")
-        self.runner, self.agent, self.user = runner, agent, user
+        self.runner = runner.relaxed() if patch_env else runner  # the runner given keeps scoring strictly
+        self.agent, self.user = agent, user
         self.max_task_retries = max_task_retries
         self.task_split, self.num_tasks, self.task_ids = task_split, num_tasks, task_ids
         self.num_trials, self.concurrency = num_trials, concurrency
-        self.evaluator_processes, self.patch_env = evaluator_processes, patch_env
+        self.evaluator_processes = evaluator_processes
         self.logger = logger or NullLogger()
         self.progress = progress
         self.viewer = viewer  # writes the run's conversation page from a stream of its rows, read as often as it needs; None: no page
@@ -152,8 +149,6 @@ class Evaluation:
 
         Infrastructure-error rows are set aside to run again (``REDONE_FILE`` keeps them).
         """
-        if self.patch_env:
-            patch_env_set_state()
         tasks = self.tasks()
         store = ResultStore(run_dir)
         redone = store.redo_infrastructure_errors()
@@ -232,7 +227,6 @@ class Evaluation:
             max_workers=self.evaluator_processes,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_init_evaluator,
-            initargs=(self.patch_env,),
         )
 
     async def _run_pair(self, task: Task, trial: int, executor: Executor) -> dict[str, Any]:

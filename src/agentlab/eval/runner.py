@@ -22,6 +22,7 @@ orchestrator the run ends with ``too_many_errors`` once ``max_errors`` tool resu
 from __future__ import annotations
 
 import asyncio
+import copy
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
@@ -65,7 +66,7 @@ from agentlab.eval.messages import (
     without_calls_of,
 )
 from agentlab.eval.protocol import Protocol
-from agentlab.eval.tools import convert_tau2_tool_to_function_tool, tool_schemas
+from agentlab.eval.tools import convert_tau2_tool_to_function_tool, relaxed_evaluate, tool_schemas
 from agentlab.eval.trajectory import Trajectory, add_usage, total_usage
 from agentlab.eval.window import SlidingWindowHistoryProvider
 from agentlab.models.base import ChatModel, NoModel
@@ -251,6 +252,13 @@ class TaskRunner:
         self.assistant_window_size = assistant_window_size
         self.user_sampling_temperature = user_sampling_temperature
         self.debug = debug
+        self.score_with = evaluate  # environments.evaluate, or tools.relaxed_evaluate on a ``relaxed()`` copy
+
+    def relaxed(self) -> TaskRunner:
+        """A copy of this runner that scores with ``relaxed_evaluate`` (``patch_env=true``); this one stays strict."""
+        runner = copy.copy(self)
+        runner.score_with = relaxed_evaluate
+        return runner
 
     def _window(self, prompt: str, tools: list[FunctionTool]) -> SlidingWindowHistoryProvider:
         try:
@@ -444,9 +452,10 @@ class TaskRunner:
         communication; no LLM judge). NL assertions are judged by ``judge``, its tokens added to ``judge_usage``.
 
         It replays the trajectory without the calls to unknown tools (``without_unknown_calls``), on environments
-        that share the process's parsed database (``environments.evaluate``: the same reward as tau2's own path).
+        that share the process's parsed database (``environments.evaluate``: the same reward as tau2's own path;
+        ``tools.relaxed_evaluate`` on a ``relaxed()`` runner).
         """
         messages = without_unknown_calls(simulation.messages, *self._tool_names)
         replayed = simulation.model_copy(update={"messages": messages})
         with judged_by(self.judge, judge_usage if judge_usage is not None else {}):
-            return evaluate(replayed, task, self.evaluation_type, self.domain.name)
+            return self.score_with(replayed, task, self.evaluation_type, self.domain.name)

@@ -1,23 +1,32 @@
-"""tau2 tools as agent-framework tools, and the optional relaxed ``Environment.set_state``.
+"""tau2 tools as agent-framework tools, and the optional relaxed replay of a conversation for scoring.
 
 A tool runs through ``Environment.get_response``, exactly as tau2's own orchestrator runs it: a tool
 error becomes an ``Error: ...`` result the agent can read (never an exception that ends the task), and the
-result text is byte-identical to what the evaluator gets when it replays the call, so its consistency
-check passes without the seed's ``set_state`` patch.
+result text is byte-identical to what the evaluator gets when it replays the call, so tau2's strict
+consistency check passes. ``relaxed_evaluate`` (``patch_env=true``) scores on environments whose own
+``set_state`` also accepts a replayed result that differs from the recorded one when either is a tool error
+(a conversation recorded elsewhere, say); tau2's ``Environment`` class is never changed.
 """
 
 from __future__ import annotations
 
-import json
+import threading
 from copy import deepcopy
+from types import MethodType
 from typing import Any
 
 from agent_framework import FunctionTool
-from tau2.data_model.message import AssistantMessage, Message, ToolCall, ToolMessage, ToolRequestor, UserMessage
+from tau2.data_model.message import Message, ToolCall, ToolMessage, ToolRequestor
+from tau2.data_model.simulation import RewardInfo, SimulationRun
+from tau2.data_model.tasks import EnvFunctionCall, InitializationData, Task
 from tau2.environment.environment import Environment
 from tau2.environment.tool import Tool
+from tau2.evaluator.evaluator import EvaluationType, evaluate_simulation
+from tau2.registry import registry
 
-_original_set_state = Environment.set_state
+from agentlab.eval.environments import SHARED_SUFFIX, SharedDomain, shared_domain
+
+RELAXED_SUFFIX = "+relaxed"
 
 
 def convert_tau2_tool_to_function_tool(
@@ -42,49 +51,66 @@ def convert_tau2_tool_to_function_tool(
 
 
 def tool_schemas(tools: list[FunctionTool]) -> list[dict[str, Any]]:
-    """The JSON schemas a model is shown for ``tools`` (the lab's ``openai_schema`` lookup failed here)."""
+    """The JSON schemas a model is shown for ``tools``."""
     return [tool.to_json_schema_spec() for tool in tools]
 
 
-def _loads(text: str | None) -> Any:
-    try:
-        return json.loads(text) if text is not None else None
-    except json.JSONDecodeError:
-        return text
-
-
-def _relaxed_set_state(
+def relaxed_set_state(
     self: Environment,
-    initialization_data: Any,
-    initialization_actions: Any,
+    initialization_data: InitializationData | None,
+    initialization_actions: list[EnvFunctionCall] | None,
     message_history: list[Message],
 ) -> None:
-    """Replay like tau2, but accept a differing result when either side is a tool error."""
-    if initialization_data is not None:
-        if initialization_data.agent_data is not None:
-            self.tools.update_db(initialization_data.agent_data)
-        if initialization_data.user_data is not None:
-            self.user_tools.update_db(initialization_data.user_data)
-    for action in initialization_actions or []:
-        self.run_env_function_call(action)
-    expected = {m.id: m for m in message_history if isinstance(m, ToolMessage)}
-    for message in message_history:
-        if not isinstance(message, (AssistantMessage, UserMessage)) or not message.is_tool_call():
-            continue
-        for call in message.tool_calls or []:
-            got = self.get_response(call)
-            want = expected.get(call.id)
-            if want is None or got.error or want.error or _loads(got.content) == _loads(want.content):
-                continue
-            raise ValueError(f"Tool call {call.name} returned {got.content!r}, recorded {want.content!r}")
-    self.sync_tools()
+    """tau2's own ``set_state`` on this environment (its pairing of calls and results by position, its checks and
+    their messages), except that a replayed result may differ from the recorded one when either is a tool error.
+
+    tau2 pairs every tool result in the history, in order, with the call before it, and raises before replaying
+    anything when the history is malformed; so the n-th result tau2 replays is the n-th ``ToolMessage`` of the
+    history. While tau2 replays, this environment's ``get_response`` hands tau2's comparison the recorded content
+    in place of a replayed result that differs on an error side; any other difference raises tau2's error.
+    """
+    recorded = iter([m for m in message_history if isinstance(m, ToolMessage)])
+    replay = self.get_response
+
+    def get_response(call: ToolCall) -> ToolMessage:
+        got, want = replay(call), next(recorded)
+        return got.model_copy(update={"content": want.content}) if got.error or want.error else got
+
+    self.get_response = get_response  # type: ignore[method-assign]
+    try:
+        type(self).set_state(self, initialization_data, initialization_actions, message_history)
+    finally:
+        del self.get_response
 
 
-def patch_env_set_state() -> None:
-    """The seed's ``--patch-env``: tolerate tool-error mismatches when the evaluator replays a conversation."""
-    Environment.set_state = _relaxed_set_state
+def relaxed(env: Environment) -> Environment:
+    """``env``, its ``set_state`` (this instance's only) replaced by ``relaxed_set_state``."""
+    env.set_state = MethodType(relaxed_set_state, env)  # type: ignore[method-assign]
+    return env
 
 
-def unpatch_env_set_state() -> None:
-    """Restore tau2's strict ``set_state``."""
-    Environment.set_state = _original_set_state
+class RelaxedDomain:
+    """A domain's shared environment constructor whose environments replay with ``relaxed_set_state``."""
+
+    def __init__(self, shared: SharedDomain) -> None:
+        self.shared = shared
+
+    def __call__(self, solo_mode: bool = False) -> Environment:
+        return relaxed(self.shared(solo_mode=solo_mode))
+
+
+_relaxed_lock = threading.Lock()
+
+
+def relaxed_evaluate(
+    simulation: SimulationRun, task: Task, evaluation_type: EvaluationType, domain: str, solo_mode: bool = False
+) -> RewardInfo:
+    """``environments.evaluate`` with ``relaxed_set_state``: tau2's unmodified ``evaluate_simulation`` over
+    ``RelaxedDomain`` environments, registered in tau2's registry as ``<domain>+shared+relaxed`` on first use."""
+    name = domain + SHARED_SUFFIX + RELAXED_SUFFIX
+    with _relaxed_lock:
+        if name not in registry.get_domains():
+            registry.register_domain(RelaxedDomain(shared_domain(domain)), name)
+    return evaluate_simulation(
+        simulation=simulation, task=task, evaluation_type=evaluation_type, solo_mode=solo_mode, domain=name
+    )
