@@ -110,10 +110,12 @@ def build_studio_db(path: Path, schema: str = "new", flat: bool = False, json_st
     return path
 
 
-def add_exchange(path: Path, schema: str, conversation: str, query: str, answer: str) -> None:
-    """One more reply span, as if a new trace arrived after the first read."""
+def add_exchange(
+    path: Path, schema: str, conversation: str, query: str, answer: str, flat: bool = False, json_strings: bool = False
+) -> None:
+    """One more reply span, as if a new trace arrived after the first read (``flat``, ``json_strings``: as in ``build_studio_db``)."""
     with StudioWriter(path, schema) as writer:
-        builder = _Builder(writer, schema, False, False)
+        builder = _Builder(writer, schema, flat, json_strings)
         builder.clock += 10**13
         builder.count = 100 + len(query)
         builder.reply(conversation, query, _agent(_text(answer)))

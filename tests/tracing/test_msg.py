@@ -71,13 +71,13 @@ def test_repr_uses_both_quote_kinds_and_escapes() -> None:
     assert _one(_repr('it\'s "x"')).text == 'it\'s "x"'
 
 
-def test_text_joins_text_blocks_and_strips() -> None:
+def test_text_joins_text_blocks_keeping_their_whitespace() -> None:
     content = [
         {"type": "text", "text": "  a"},
         {"type": "thinking", "thinking": "hmm"},
         {"type": "text", "text": "b \n"},
     ]
-    assert _one(_repr(content)).text == "a\nb"
+    assert _one(_repr(content)).text == "  a\nb \n"
 
 
 def test_content_blocks_nested_tool_use_and_result() -> None:

@@ -6,7 +6,7 @@ import hashlib
 import sqlite3
 
 import pytest
-from studio_fixtures import A2, CALL, PAIRS, Q2, RESULT, SKIPPED, build_studio_db
+from studio_fixtures import A2, CALL, PAIRS, Q2, RESULT, SKIPPED, add_exchange, build_studio_db
 
 from agentlab.tracing.reader import StudioReader, attribute
 from agentlab.tracing.studio import StudioError
@@ -57,6 +57,31 @@ def test_tool_use_and_tool_result_blocks_survive_with_nested_input(studio_db):
     assert kinds == ["tool_use", "tool_result", "text"]
     assert pair.answer_blocks[0]["input"] == CALL["input"]
     assert pair.answer_blocks[1]["output"] == RESULT["output"][0]["text"]
+
+
+PADDED = [  # (question, answer) as typed and produced: leading spaces, blank lines, trailing newlines
+    ("  can you list the steps?\n", "\n  Sure:\n\n- one\n- two\n\n"),
+    ("\tand then?", "   Then you are done.\n"),
+]
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_whitespace_around_questions_and_answers_is_kept_exactly(tmp_path, variant):
+    schema, flat, json_strings = VARIANTS[variant]
+    path = build_studio_db(tmp_path / "db.sqlite", schema, flat, json_strings)
+    for query, answer in PADDED:
+        add_exchange(path, schema, "run-c", query, answer, flat, json_strings)
+    first, second = [p for p in StudioReader(path).pairs() if p.conversation_id == "run-c"]
+    assert [(first.query, first.answer), (second.query, second.answer)] == PADDED
+    assert second.history == [{"role": "user", "content": PADDED[0][0]}, {"role": "assistant", "content": PADDED[0][1]}]
+
+
+def test_a_whitespace_only_answer_is_no_output(tmp_path):
+    path = build_studio_db(tmp_path / "db.sqlite", "new")
+    add_exchange(path, "new", "run-c", "anything?", " \n\t")
+    reader = StudioReader(path)
+    assert "run-c" not in {p.conversation_id for p in reader.pairs()}
+    assert reader.stats.skipped["no_output"] == SKIPPED["no_output"] + 1
 
 
 def test_max_history_bounds_the_history(tmp_path):

@@ -6,7 +6,7 @@ import json
 
 import pytest
 from scripted_judge import GOOD, ScriptedModel, bad
-from studio_fixtures import A1, A2, CALL, Q1, Q2, Q5, build_studio_db
+from studio_fixtures import A1, A2, CALL, Q1, Q2, Q5, add_exchange, build_studio_db
 
 from agentlab.config import ConfigError
 from agentlab.tracing.task_reader import TracingTaskReader, answer_turns
@@ -50,6 +50,17 @@ def test_a_non_tau2_agent_gets_its_system_prompt_and_no_tools(tmp_path):
     reader = _reader(tmp_path, database, [], system_prompt="You are Friday, a math helper.", domain=None)
     dialogs = reader.dialogs(tmp_path / "r" / "data")
     assert len(dialogs) == 3 and all(d.system == "You are Friday, a math helper." and d.tools == [] for d in dialogs)
+
+
+@pytest.mark.parametrize("schema", ["old", "new"])
+def test_training_dialogs_keep_the_text_exactly_as_produced(tmp_path, schema):
+    database = build_studio_db(tmp_path / "database.sqlite", schema)
+    exchanges = [("  can you list the steps?\n", "\n  Sure:\n\n- one\n- two\n\n"), ("\tand then?", "   Then you are done.\n")]
+    for query, answer in exchanges:
+        add_exchange(database, schema, "run-c", query, answer)
+    reader = _reader(tmp_path, database, [], system_prompt="You are Friday.", domain=None)
+    [dialog] = [d for d in reader.dialogs(tmp_path / "r" / "data") if d.metadata["conversation_id"] == "run-c" and len(d.turns) == 4]
+    assert [t["content"] for t in dialog.turns] == [*exchanges[0], *exchanges[1]]
 
 
 def test_answer_turns_put_calls_before_their_results():

@@ -47,8 +47,9 @@ class TraceMessage:
 
     @property
     def text(self) -> str:
-        """The text blocks only: thinking, images and tool traffic are not what the message says."""
-        return "\n".join([block["text"] for block in self.blocks if block.get("type") == "text"]).strip()
+        """The text blocks only (thinking, images and tool traffic are not what the message says), exactly as written:
+        training data keeps a reply's leading and trailing whitespace."""
+        return "\n".join([block["text"] for block in self.blocks if block.get("type") == "text"])
 
     def tool_calls(self) -> list[dict[str, Any]]:
         """The tool calls requested, arguments always a dict so callers never re-decode JSON."""

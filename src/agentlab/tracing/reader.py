@@ -211,11 +211,11 @@ class StudioReader:
             return self._skip("not_assistant" if outputs else "no_output", span_id)
         answer = replies[-1]
         answer_text = answer.text
-        if not answer_text:
+        if not answer_text.strip():
             return self._skip("no_output", span_id)
         asked = [m for m in inputs if m.role == "user"] or inputs
         query = asked[-1].text if asked else ""
-        if not query:
+        if not query.strip():
             return self._skip("no_query", span_id)
         started = epoch_ns(start)
         conversation_id = str(conversation) if conversation not in (None, "", "unknown") else f"trace:{trace_id}"
