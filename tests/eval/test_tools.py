@@ -11,6 +11,7 @@ from tau2.data_model.message import AssistantMessage, ToolCall, ToolMessage, Use
 from tau2.data_model.simulation import SimulationRun, TerminationReason
 from tau2.environment.environment import Environment
 
+from agentlab.eval.environments import registered_domains
 from agentlab.eval.harness import Evaluation
 from agentlab.eval.runner import TaskRunner
 from agentlab.eval.tools import convert_tau2_tool_to_function_tool, relaxed
@@ -149,3 +150,4 @@ def test_an_evaluation_with_patch_env_leaves_tau2_and_strict_scoring_unchanged(a
     with pytest.raises(ValueError, match="Tool call:"):
         TaskRunner(airline).evaluate(task, simulation)
     assert evaluation.runner.evaluate(task, simulation).reward == 0.0  # replayed, then scored: the gold calls are missing
+    assert not any("relaxed" in name for name in registered_domains())  # no new domain is offered

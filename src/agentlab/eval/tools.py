@@ -106,8 +106,9 @@ def relaxed_evaluate(
     simulation: SimulationRun, task: Task, evaluation_type: EvaluationType, domain: str, solo_mode: bool = False
 ) -> RewardInfo:
     """``environments.evaluate`` with ``relaxed_set_state``: tau2's unmodified ``evaluate_simulation`` over
-    ``RelaxedDomain`` environments, registered in tau2's registry as ``<domain>+shared+relaxed`` on first use."""
-    name = domain + SHARED_SUFFIX + RELAXED_SUFFIX
+    ``RelaxedDomain`` environments, registered in tau2's registry as ``<domain>+relaxed+shared`` on first use (the
+    ``+shared`` ending keeps it out of ``environments.registered_domains``)."""
+    name = domain + RELAXED_SUFFIX + SHARED_SUFFIX
     with _relaxed_lock:
         if name not in registry.get_domains():
             registry.register_domain(RelaxedDomain(shared_domain(domain)), name)
