@@ -58,7 +58,7 @@ class DialogFile:
 
 
 class NoDialogs:
-    """``train_data=none`` (and ``task_reader=none``'s trace reader): a source that gives no dialogs.
+    """``train_data=none`` (and ``feedback=none``'s trace reader): a source that gives no dialogs.
 
     An algorithm that trains on dialogs (sft) then has nothing to train and says so; dpo and grpo never ask.
     """

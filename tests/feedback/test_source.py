@@ -1,4 +1,4 @@
-"""task_reader=tracing: database -> filters (a scripted judge) -> store -> dialogs; incremental; config errors."""
+"""feedback=studio: database -> filters (a scripted judge) -> store -> dialogs; incremental; config errors."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ from scripted_judge import GOOD, ScriptedModel, bad
 from studio_fixtures import A1, A2, CALL, Q1, Q2, Q5, build_studio_db
 
 from agentlab.config import ConfigError
-from agentlab.tracing.task_reader import TracingTaskReader, answer_turns
+from agentlab.feedback.source import StudioFeedback, answer_turns
 
 RULE = {"type": "rule", "enabled": True, "params": {"min_length": 2}}
 JUDGE = {"type": "llm_evaluate", "enabled": True, "params": {"custom_rubrics": "Drop answers in Chinese.", "max_thread": 2}}
 
 
-def _reader(tmp_path, database, filters, judge=None, **kwargs) -> TracingTaskReader:
-    return TracingTaskReader(str(database), str(tmp_path / "store" / "tasks.jsonl"), filters, judge, val_ratio=0.0, **kwargs)
+def _reader(tmp_path, database, filters, judge=None, **kwargs) -> StudioFeedback:
+    return StudioFeedback(str(database), str(tmp_path / "store" / "tasks.jsonl"), filters, judge, val_ratio=0.0, **kwargs)
 
 
 def test_judge_drops_are_recorded_and_the_rest_become_dialogs(tmp_path):
@@ -63,8 +63,8 @@ def test_answer_turns_put_calls_before_their_results():
 @pytest.mark.parametrize(
     ("filters", "message"),
     [
-        ([{"type": "bogus"}], "feedback_tracing.filters[0].type: unknown filter type 'bogus'"),
-        ([RULE, {"type": "rule", "params": {"min_len": 3}}], "feedback_tracing.filters[1].params"),
+        ([{"type": "bogus"}], "feedback.filters[0].type: unknown filter type 'bogus'"),
+        ([RULE, {"type": "rule", "params": {"min_len": 3}}], "feedback.filters[1].params"),
         ([{"type": "llm_evaluate"}], "needs a judge model"),
     ],
 )
@@ -75,5 +75,5 @@ def test_filter_config_errors_name_the_key(tmp_path, filters, message):
 
 
 def test_a_bad_database_path_names_the_key(tmp_path):
-    with pytest.raises(ConfigError, match="feedback_tracing.base_url: .*no such file"):
+    with pytest.raises(ConfigError, match="feedback.base_url: .*no such file"):
         _reader(tmp_path, tmp_path / "missing.sqlite", [])

@@ -21,7 +21,7 @@ from typing import Any
 
 from agentlab.config import UserError
 from agentlab.jsonl import append_rows, read_rows
-from agentlab.tracing.reader import TracePair
+from agentlab.feedback.reader import TracePair
 
 
 class TaskFileError(UserError):
