@@ -39,8 +39,6 @@ from agentlab.eval.harness import Evaluation, select_tasks
 from agentlab.eval.messages import role_of
 from agentlab.eval.results import ResultStore, pair_key
 from agentlab.eval.runner import TaskRunner
-from agentlab.models.base import ChatModel, ModelFactory, Role
-from agentlab.models.oracle import OracleChatClient, user_opening
 from agentlab.feedback.msg import TraceMessage, to_genai
 from agentlab.feedback.reader import StudioReader
 from agentlab.feedback.studio import (
@@ -53,6 +51,8 @@ from agentlab.feedback.studio import (
     open_readonly,
     reply_attributes,
 )
+from agentlab.models.base import ChatModel, ModelFactory, Role
+from agentlab.models.oracle import OracleChatClient, user_opening
 
 agentlab.setup()  # the offline environment and quiet logging, as the commands have
 
