@@ -36,7 +36,6 @@ import agentlab
 from agentlab.conf import CONFIG_DIR
 from agentlab.eval.domains import Tau2Domain
 from agentlab.eval.harness import Evaluation, select_tasks
-from agentlab.eval.messages import role_of
 from agentlab.eval.results import ResultStore, pair_key
 from agentlab.eval.runner import TaskRunner
 from agentlab.feedback.msg import TraceMessage, to_genai
@@ -51,7 +50,7 @@ from agentlab.feedback.studio import (
     open_readonly,
     reply_attributes,
 )
-from agentlab.models.base import ChatModel, ModelFactory, Role
+from agentlab.models.base import ChatModel, ModelFactory, Role, role_of
 from agentlab.models.oracle import OracleChatClient, user_opening
 
 agentlab.setup()  # the offline environment and quiet logging, as the commands have

@@ -9,11 +9,11 @@ from tau2.data_model.simulation import Results
 
 from agentlab.config import error_cause
 from agentlab.eval.harness import Evaluation, TaskSelectionError, select_tasks
-from agentlab.eval.results import RESULTS_FILE, TAU2_FILE
 from agentlab.eval.runner import TaskRunner
 from agentlab.models.base import ModelFactory
 from agentlab.models.oracle import OracleModel
 from agentlab.models.pricing import Prices
+from agentlab.rundir import RESULTS_FILE, TAU2_FILE
 
 TASK_IDS = ["1", "2", "4", "5"]
 

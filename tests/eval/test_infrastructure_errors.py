@@ -9,11 +9,11 @@ from pathlib import Path
 
 from agentlab.eval.harness import Evaluation
 from agentlab.eval.metrics import summarize
-from agentlab.eval.results import REDONE_FILE, RESULTS_FILE, TAU2_FILE
 from agentlab.eval.runner import TaskRunner
 from agentlab.models.fault_server import FaultPlan, FaultServer
 from agentlab.models.openai_compat import OpenAIModel
 from agentlab.models.oracle_server import AGENT_MODEL, USER_MODEL
+from agentlab.rundir import REDONE_FILE, RESULTS_FILE, TAU2_FILE
 
 CLIENT_RETRIES = 1  # the SDK's own retries of one request
 TASK_RETRIES = 2

@@ -17,13 +17,12 @@ from hydra.utils import get_class, instantiate
 from agentlab.conf import CONFIG_DIR
 from agentlab.config import ConfigError
 from agentlab.eval.harness import Evaluation, select_tasks
-from agentlab.eval.results import REDONE_FILE, RESULTS_FILE
 from agentlab.eval.runner import TaskRunner
 from agentlab.models.local import LocalHFModel
 from agentlab.models.openai_compat import OpenAIModel
 from agentlab.models.oracle import OracleModel
 from agentlab.models.oracle_server import AGENT_MODEL, USER_MODEL, OracleServer
-from agentlab.rundir import PREVIOUS_DIR, RUN_FILE, RunDirMismatch, RunRecord
+from agentlab.rundir import PREVIOUS_DIR, REDONE_FILE, RESULTS_FILE, RUN_FILE, RunDirMismatch, RunRecord
 
 ROOT = Path(__file__).resolve().parents[2]
 ORACLE = ("model@agent=oracle", "model@user=oracle", "logger=none", "progress=false")

@@ -20,11 +20,11 @@ from tau2.utils.llm_utils import generate as tau2_generate
 from agentlab.config import ConfigError, check_config
 from agentlab.eval.harness import Evaluation
 from agentlab.eval.judge import SEAM, judged_by
-from agentlab.eval.results import RESULTS_FILE
 from agentlab.eval.runner import TaskRunner
 from agentlab.models.base import NoModel
 from agentlab.models.openai_compat import OpenAIModel
 from agentlab.models.oracle import OracleModel
+from agentlab.rundir import RESULTS_FILE
 
 JUDGE_MODEL = "scripted-judge"
 TASKS = ["1", "2"]  # airline: 1 and 4 NL assertions

@@ -12,11 +12,11 @@ import json
 import pytest
 
 from agentlab.eval.harness import Evaluation
-from agentlab.eval.results import RESULTS_FILE
 from agentlab.eval.runner import TaskRunner, tool_errors, without_unknown_calls
 from agentlab.models.fault_server import ENDLESS_TEXT, FaultPlan, FaultServer
 from agentlab.models.openai_compat import OpenAIModel
 from agentlab.models.oracle_server import AGENT_MODEL, USER_MODEL
+from agentlab.rundir import RESULTS_FILE
 
 TASK = "1"
 

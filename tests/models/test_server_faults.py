@@ -12,11 +12,11 @@ import pytest
 from agent_framework import Content, Message
 
 from agentlab.eval.harness import Evaluation
-from agentlab.eval.results import RESULTS_FILE
 from agentlab.eval.runner import TaskRunner
 from agentlab.models.fault_server import TRANSPORT_FAULTS, FaultPlan, FaultServer
 from agentlab.models.openai_compat import CheckedTransport, OpenAIModel, malformed_completion
 from agentlab.models.oracle_server import AGENT_MODEL, USER_MODEL
+from agentlab.rundir import RESULTS_FILE
 
 CLIENT_TIMEOUT = 0.5  # a `timeout` fault costs this much plus one backoff
 

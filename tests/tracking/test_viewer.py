@@ -21,10 +21,10 @@ from matplotlib.image import imread
 from agentlab.compare import main as compare_main
 from agentlab.eval.domains import Tau2Domain
 from agentlab.eval.harness import Evaluation
-from agentlab.eval.results import RESULTS_FILE, pair_key
+from agentlab.eval.results import pair_key
 from agentlab.models.base import ModelFactory
 from agentlab.models.oracle import OracleModel
-from agentlab.rundir import CONVERSATIONS_FILE, settings_of
+from agentlab.rundir import CONVERSATIONS_FILE, RESULTS_FILE, settings_of
 from agentlab.tracking.viewer import ConversationViewer
 from agentlab.view import main as view_main
 

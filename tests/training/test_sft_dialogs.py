@@ -17,20 +17,14 @@ from agent_framework import Message
 from sft_helpers import TOOLS, tokenizer, weather_dialog
 from tau2.data_model.tasks import Task
 
+from agentlab.eval.dialog import Dialog, DialogError, load_dialogs_jsonl, write_dialogs_jsonl
 from agentlab.eval.protocol import DEFAULT_PROMPTS
-from agentlab.eval.results import RESULTS_FILE
 from agentlab.models import oracle
 from agentlab.models.local import _instructions, request_tool_schemas
 from agentlab.models.toolformat import chat_turns, system_prompt
+from agentlab.rundir import RESULTS_FILE
 from agentlab.training import data
-from agentlab.training.data import (
-    Dialog,
-    DialogError,
-    dialogs_from_results,
-    expert_dialogs,
-    load_dialogs_jsonl,
-    write_dialogs_jsonl,
-)
+from agentlab.training.data import dialogs_from_results, expert_dialogs
 from agentlab.training.formatter import IGNORE_INDEX, AgentSFTFormatter
 
 EXPERT_TASKS = ["0", "1", "7"]  # no call, two calls, five calls of three tools (airline train split)

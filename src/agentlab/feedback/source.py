@@ -21,15 +21,14 @@ from typing import Any
 from loguru import logger
 
 from agentlab.config import ConfigError
-from agentlab.eval.results import write_atomic
+from agentlab.eval.dialog import Dialog, DialogError, domain_prompt, parse_dialog
 from agentlab.feedback.filters import apply_filters, build_filters
 from agentlab.feedback.msg import TraceMessage
 from agentlab.feedback.reader import StudioReader
 from agentlab.feedback.studio import StudioError
 from agentlab.feedback.tasks import TaskStore
-from agentlab.training.data import Dialog, DialogError, domain_prompt, parse_dialog
-
-REPORT_FILE = "tracing.json"
+from agentlab.jsonl import write_atomic
+from agentlab.rundir import FEEDBACK_REPORT_FILE
 
 
 def answer_turns(blocks: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -115,7 +114,7 @@ class StudioFeedback:
         dialogs = [d for d in (self._dialog(t, system, tools) for t in tasks) if d is not None]
         report.update(round_train=len(tasks), round_val=len(self.store.round_tasks(round_id, "val")), dialogs=len(dialogs))
         work_dir.mkdir(parents=True, exist_ok=True)
-        write_atomic(work_dir / REPORT_FILE, json.dumps(report, indent=2))
+        write_atomic(work_dir / FEEDBACK_REPORT_FILE, json.dumps(report, indent=2))
         self.counts = {"trace_spans": report["read"]["spans"], "trace_pairs": report["read"]["pairs"], "new_tasks": report["new"],
                        "kept_tasks": report["kept"], "round_train_tasks": len(tasks), "tasks_total": report["tasks_total"],
                        **{f"dropped_by_{f['name']}": f["dropped"] for f in report["filters"]},
