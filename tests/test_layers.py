@@ -42,7 +42,11 @@ def _imports(path: Path, module: str) -> list[tuple[int, str]]:
         elif isinstance(node, ast.ImportFrom):
             base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1]) if node.level else ""
             name = ".".join(p for p in (base, node.module or "") if p)
-            found += [(node.lineno, name)] if node.module else [(node.lineno, f"{name}.{alias.name}") for alias in node.names]
+            found += (
+                [(node.lineno, name)]
+                if node.module
+                else [(node.lineno, f"{name}.{alias.name}") for alias in node.names]
+            )
     return found
 
 
@@ -74,6 +78,8 @@ def test_the_check_sees_lazy_and_relative_imports(tmp_path):
     models = tmp_path / "agentlab" / "models"
     models.mkdir(parents=True)
     (models / "__init__.py").write_text("")
-    (models / "a.py").write_text("def f():\n    from agentlab.eval.messages import x\n    from ..training import data\n")
+    (models / "a.py").write_text(
+        "def f():\n    from agentlab.eval.messages import x\n    from ..training import data\n"
+    )
     assert _imports(models / "a.py", "agentlab.models.a") == [(2, "agentlab.eval.messages"), (3, "agentlab.training")]
     assert layer("agentlab.models.a") == "models" and layer("agentlab.jsonl") == "" and layer("agentlab.run") == "entry"

@@ -1,4 +1,4 @@
-"""Studio databases of both schemas holding the hard cases, built span by span for the tracing tests.
+"""Studio databases of both schemas holding the hard cases, built span by span for the feedback tests.
 
 Conversation ``run-a`` (agent ``Friday``), in time order:
   1. apostrophes in the question and the answer
