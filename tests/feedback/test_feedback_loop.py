@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 from studio_fixtures import add_exchange, build_studio_db
 from transformers import AutoTokenizer
 
+from agentlab.jsonl import numbered_rows
 from agentlab.models.smollm2 import smollm2_dir
 from agentlab.models.tiny import save_tiny_llama
 
@@ -70,7 +71,7 @@ def test_rounds_train_only_on_new_traces_and_continue_the_last_adapter(compose_c
     assert third["data/new_tasks"] == 1 and third["data/dialogs"] == 1
     assert third["started_from"] == str((tmp_path / "round1" / "adapter").resolve())
     assert third["data/replayed"] >= 1  # earlier rounds' samples join the new one
-    rounds = [json.loads(line) for line in (tmp_path / "feedback" / "rounds.jsonl").read_text().splitlines()]
+    rounds = [row for _, row in numbered_rows(tmp_path / "feedback" / "rounds.jsonl")]
     assert [r["round"] for r in rounds] == [1, 2] and rounds[1]["started_from"] == third["started_from"]
 
 

@@ -10,6 +10,7 @@ from studio_fixtures import A1, A2, CALL, Q1, Q2, Q5, build_studio_db
 
 from agentlab.config import ConfigError
 from agentlab.feedback.source import StudioFeedback, answer_turns
+from agentlab.jsonl import numbered_rows
 
 RULE = {"type": "rule", "enabled": True, "params": {"min_length": 2}}
 JUDGE = {"type": "llm_evaluate", "enabled": True, "params": {"custom_rubrics": "Drop answers in Chinese.", "max_thread": 2}}
@@ -29,7 +30,7 @@ def test_judge_drops_are_recorded_and_the_rest_become_dialogs(tmp_path):
     assert "Drop answers in Chinese." in judge.calls[0][0][0].text  # the custom rubric reaches the judge
     assert reader.counts == {"trace_spans": 8, "trace_pairs": 4, "new_tasks": 3, "kept_tasks": 2, "round_train_tasks": 2, "tasks_total": 2,
                              "dropped_by_rule": 0, "dropped_by_llm_evaluate": 1}
-    [rejected] = [json.loads(line) for line in (tmp_path / "store" / "tasks.rejected.jsonl").read_text().splitlines()]
+    [rejected] = [row for _, row in numbered_rows(tmp_path / "store" / "tasks.rejected.jsonl")]
     assert rejected["filter"] == "llm_evaluate" and "the answer is in Chinese" in rejected["reason"] and rejected["query"] == Q5
     report = json.loads((tmp_path / "round1" / "data" / "tracing.json").read_text())
     assert report["filters"][1] == {"name": "llm_evaluate", "kept": 2, "dropped": 1, "reasons": {"judged BAD": 1}, "cost_usd": 0.0}
