@@ -33,7 +33,7 @@ from agentlab.training.coreset import (
 )
 from agentlab.training.formatter import IGNORE_INDEX
 
-LOSS_FRACTION = 0.6  # CoresetSelector's default, the seed's 60/40
+LOSS_FRACTION = 0.6  # CoresetSelector's default: 60/40
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "experiments" / "bench_coreset"
 VOCAB = 49152
 TOPICS, TOPIC_TOKENS, SHARED_TOKENS, SHARED_SHARE = 20_000, 40, 100, 0.2

@@ -49,7 +49,8 @@ def algorithm_args(bf16: bool) -> dict[str, Any]:
 
 def airline_pairs(tokenizer: Any, prompt_tokens: int | None) -> list[dict[str, str]]:
     """Per task, the oracle's first tool-call turn against a text reply, after the prompt the stage would give."""
-    from agentlab.training.data import Dialog, expert_dialogs
+    from agentlab.eval.dialog import Dialog
+    from agentlab.training.data import expert_dialogs
     from agentlab.training.formatter import AgentSFTFormatter
 
     formatter = AgentSFTFormatter(tokenizer, max_length=1_000_000)

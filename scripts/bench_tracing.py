@@ -29,8 +29,8 @@ from typing import Any
 from benchlib import command_line, machine, write_results
 from tqdm import tqdm
 
-from agentlab.tracing.reader import StudioReader
-from agentlab.tracing.studio import SpanRecord, StudioWriter, iso_time
+from agentlab.feedback.reader import StudioReader
+from agentlab.feedback.studio import SpanRecord, StudioWriter, iso_time
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "experiments" / "bench_tracing"
 SCHEMAS = {"old": ("old", False), "new": ("new", False), "new-flat": ("new", True)}

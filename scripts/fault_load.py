@@ -26,9 +26,10 @@ from typing import Any
 
 import agentlab
 from agentlab.eval.domains import Tau2Domain
-from agentlab.eval.results import RESULTS_FILE
+from agentlab.jsonl import numbered_rows
 from agentlab.models.fault_server import FaultPlan, FaultServer
 from agentlab.models.oracle_server import AGENT_MODEL, USER_MODEL
+from agentlab.rundir import RESULTS_FILE
 
 agentlab.setup()  # the offline environment and quiet logging, as the commands have
 
@@ -91,7 +92,7 @@ def run_load(
         served = server.stats()
     if done.returncode != 0:
         raise RuntimeError(f"the evaluation exited with {done.returncode}:\n{done.stderr[-3000:]}")
-    rows = [json.loads(line) for line in (out_dir / RESULTS_FILE).read_text().splitlines()]
+    rows = [row for _, row in numbered_rows(out_dir / RESULTS_FILE)]
     return {
         "args": {"num_tasks": num_tasks, "trials": trials, "concurrency": concurrency, "fault_rate": fault_rate, "latency_s": list(latency), "seed": seed},
         **row_figures(rows, num_tasks, trials),

@@ -22,9 +22,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from agentlab.jsonl import numbered_rows
+from agentlab.rundir import RESULTS_FILE
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "experiments" / "fault_suite"
-RESULTS = "results.jsonl"
 TORN_ROW = '{"task_id": "0", "trial": 0, "reward": 1.0, "simulation": {"id": "half-writ'  # what a kill mid-write leaves
 
 
@@ -89,9 +91,8 @@ def kill_loop(command: list[str], results: Path, kills: int, seed: int, total: i
 
 def _rewards(run_dir: Path) -> tuple[dict[tuple[str, int], float], int, bool]:
     """(pair -> reward, rows, file ends on a complete line) of a run's results file."""
-    data = (run_dir / RESULTS).read_bytes()
-    rows = [json.loads(line) for line in data.splitlines() if line.strip()]
-    return {(r["task_id"], r["trial"]): r["reward"] for r in rows}, len(rows), data.endswith(b"\n")
+    rows = [row for _, row in numbered_rows(run_dir / RESULTS_FILE, while_written=True)]  # read as they are: never repaired
+    return {(r["task_id"], r["trial"]): r["reward"] for r in rows}, len(rows), (run_dir / RESULTS_FILE).read_bytes().endswith(b"\n")
 
 
 def compare_runs(interrupted: Path, reference: Path, expected_pairs: int) -> dict[str, Any]:
@@ -117,7 +118,7 @@ def run_eval_kill_loop(out_dir: Path, kills: int, num_tasks: int, trials: int, s
     subprocess.run(eval_command(reference, num_tasks, trials, concurrency), cwd=ROOT, capture_output=True, check=True)
     reference_s = time.perf_counter() - started
     command = eval_command(interrupted, num_tasks, trials, concurrency)
-    loop = kill_loop(command, interrupted / RESULTS, kills, seed, total=num_tasks * trials)
+    loop = kill_loop(command, interrupted / RESULTS_FILE, kills, seed, total=num_tasks * trials)
     return {"uninterrupted_wall_time_s": round(reference_s, 1), **loop, **compare_runs(interrupted, reference, num_tasks * trials)}
 
 

@@ -33,7 +33,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agentlab.training.stage import TRAIN_RESULT_FILE
+from agentlab.jsonl import numbered_rows
+from agentlab.rundir import (
+    CHECKPOINTS_DIR,
+    DATA_DIR,
+    EXPERT_DIR,
+    METRICS_FILE,
+    RESULTS_FILE,
+    SAMPLES_FILE,
+    SUMMARY_FILE,
+    TRAIN_RESULT_FILE,
+    TRAIN_RESULTS_DIR,
+)
 from agentlab.training.trainers.base import checkpoint_state, last_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -127,12 +138,12 @@ def phase(log: str, run_dir: Path) -> str:
 
 def torn_checkpoints(run_dir: Path) -> list[str]:
     """The checkpoint folders a resume must skip (written in part when the process died)."""
-    folders = (run_dir / "checkpoints").glob("checkpoint-*")
+    folders = (run_dir / CHECKPOINTS_DIR).glob("checkpoint-*")
     return sorted(f.name for f in folders if f.is_dir() and checkpoint_state(f) is None)
 
 
 def _jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()] if path.is_file() else []
+    return [row for _, row in numbered_rows(path)] if path.is_file() else []
 
 
 def _pairs(path: Path) -> Counter:
@@ -146,9 +157,8 @@ def duplicates_and_lost(reference: Counter, faulted: Counter) -> dict[str, int]:
 
 def replay_state(case: Path) -> dict[str, Any]:
     """The replay buffer file: its state line and samples (rounds are run dirs: kept apart to compare)."""
-    lines = (case / "continual" / "replay.jsonl").read_text(encoding="utf-8").splitlines()
-    state = json.loads(lines[0])
-    return {"rounds": state.pop("rounds"), "state": state, "samples": [json.loads(line) for line in lines[1:]]}
+    state, *samples = _jsonl(case / "continual" / "replay.jsonl")
+    return {"rounds": state.pop("rounds"), "state": state, "samples": samples}
 
 
 def adapter_difference(reference: Path, faulted: Path) -> float:
@@ -163,7 +173,7 @@ def adapter_difference(reference: Path, faulted: Path) -> float:
 
 def step_log(run_dir: Path) -> list[dict[str, Any]]:
     """The per-step entries of the run's training log (metrics.json ``train_log``), in order."""
-    return [h for h in json.loads((run_dir / "metrics.json").read_text())["train_log"] if "loss" in h]
+    return [h for h in json.loads((run_dir / METRICS_FILE).read_text())["train_log"] if "loss" in h]
 
 
 def summary_differences(reference: dict[str, Any], faulted: dict[str, Any]) -> list[str]:
@@ -182,11 +192,11 @@ def compare_runs(reference: Path, faulted: Path) -> dict[str, Any]:
     ref_run, run = reference / "run", faulted / "run"
     rounds = _jsonl(faulted / "lineage" / "rounds.jsonl")
     replay_ref, replay = replay_state(reference), replay_state(faulted)
-    summaries = [json.loads((d / "summary.json").read_text()) for d in (ref_run, run)]
+    summaries = [json.loads((d / SUMMARY_FILE).read_text()) for d in (ref_run, run)]
     ref_steps, steps = step_log(ref_run), step_log(run)
     records = {
-        "data_rows": duplicates_and_lost(_pairs(ref_run / "data" / "expert" / "results.jsonl"), _pairs(run / "data" / "expert" / "results.jsonl")),
-        "samples_equal": _jsonl(ref_run / "data" / "samples.jsonl") == _jsonl(run / "data" / "samples.jsonl"),
+        "data_rows": duplicates_and_lost(_pairs(ref_run / DATA_DIR / EXPERT_DIR / RESULTS_FILE), _pairs(run / DATA_DIR / EXPERT_DIR / RESULTS_FILE)),
+        "samples_equal": _jsonl(ref_run / DATA_DIR / SAMPLES_FILE) == _jsonl(run / DATA_DIR / SAMPLES_FILE),
         "lineage_rounds": {"rows": len(rounds), "for_this_run": sum(r["run_dir"] == str(run.resolve()) for r in rounds)},
         "replay": {
             "rounds": [os.path.relpath(r, faulted.resolve()) for r in replay["rounds"]],  # the run dirs it drew from: this run's only
@@ -194,8 +204,8 @@ def compare_runs(reference: Path, faulted: Path) -> dict[str, Any]:
             "samples_equal": replay["samples"] == replay_ref["samples"],
         },
     }
-    if (ref_run / "eval_adapter").is_dir():
-        records["eval_rows"] = duplicates_and_lost(_pairs(ref_run / "eval_adapter" / "results.jsonl"), _pairs(run / "eval_adapter" / "results.jsonl"))
+    if (ref_run / TRAIN_RESULTS_DIR).is_dir():
+        records["eval_rows"] = duplicates_and_lost(_pairs(ref_run / TRAIN_RESULTS_DIR / RESULTS_FILE), _pairs(run / TRAIN_RESULTS_DIR / RESULTS_FILE))
     return {
         "final_global_step": summaries[1]["train/steps"],
         "logged_steps": [h["step"] for h in steps],

@@ -27,6 +27,7 @@ from agentlab.eval.domains import Tau2Domain
 from agentlab.eval.metrics import bootstrap_interval
 from agentlab.eval.results import ResultStore
 from agentlab.eval.runner import TaskRunner
+from agentlab.rundir import METRICS_FILE
 
 
 def rewards_by_task(run_dir: Path) -> dict[str, list[float]]:
@@ -52,7 +53,7 @@ def gain(after: dict[str, list[float]], before: dict[str, list[float]], tasks: l
 
 def grpo_steps(run_dir: Path) -> list[dict[str, float]]:
     """trl's per-step log: the step, the group reward and the episodes' tau2 reward."""
-    log = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8")).get("train_log", [])
+    log = json.loads((run_dir / METRICS_FILE).read_text(encoding="utf-8")).get("train_log", [])
     keys = ("reward", "reward_std", "rollout/tau2_reward", "rollout/agent_turns", "rollout/unaligned_turns", "loss")
     return [{"step": e["step"], **{k: round(e[k], 4) for k in keys if k in e}} for e in log if "reward" in e]
 

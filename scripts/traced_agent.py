@@ -1,6 +1,6 @@
 """A small traced agent: real tau2 conversations of this project's harness, written as AgentScope Studio spans.
 
-For trying the trace-feedback loop (``+experiment=feedback_tracing``) without AgentScope Studio. The agent (the
+For trying the trace-feedback loop (``+experiment=feedback_sft``) without AgentScope Studio. The agent (the
 oracle or the embedded SmolLM2) plays tasks of a training split against the scripted oracle user through
 ``Evaluation`` and ``TaskRunner`` (the domain's tools, its evaluator), and each (task, trial) conversation becomes
 one Studio conversation: per agent turn an agent reply span (input: the user's message; output: one message with
@@ -36,14 +36,11 @@ import agentlab
 from agentlab.conf import CONFIG_DIR
 from agentlab.eval.domains import Tau2Domain
 from agentlab.eval.harness import Evaluation, select_tasks
-from agentlab.eval.messages import role_of
 from agentlab.eval.results import ResultStore, pair_key
 from agentlab.eval.runner import TaskRunner
-from agentlab.models.base import ChatModel, ModelFactory, Role
-from agentlab.models.oracle import OracleChatClient, user_opening
-from agentlab.tracing.msg import TraceMessage, to_genai
-from agentlab.tracing.reader import StudioReader
-from agentlab.tracing.studio import (
+from agentlab.feedback.msg import TraceMessage, to_genai
+from agentlab.feedback.reader import StudioReader
+from agentlab.feedback.studio import (
     SpanRecord,
     StudioError,
     StudioWriter,
@@ -53,6 +50,8 @@ from agentlab.tracing.studio import (
     open_readonly,
     reply_attributes,
 )
+from agentlab.models.base import ChatModel, ModelFactory, Role, role_of
+from agentlab.models.oracle import OracleChatClient, user_opening
 
 agentlab.setup()  # the offline environment and quiet logging, as the commands have
 
@@ -384,7 +383,7 @@ def print_summary(summary: TraceSummary) -> None:
     ):
         table.add_row(label, str(value))
     Console().print(table)
-    print(f"Train on it:\n  python -m agentlab.run +experiment=feedback_tracing feedback_tracing.base_url={summary.out.resolve()}")
+    print(f"Train on it:\n  python -m agentlab.run +experiment=feedback_sft feedback.base_url={summary.out.resolve()}")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

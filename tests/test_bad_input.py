@@ -33,7 +33,7 @@ WRONG_TYPES = {  # group -> (overrides that pick an option, the bad override, wh
     "coreset": (["coreset=random"], "coreset.target_size=lots", "coreset.target_size='lots' is not allowed"),
     "rl_algo": (["rl_algo=sft"], "rl_algo.learning_rate=fast", "rl_algo.learning_rate='fast' is not allowed"),
     "train_data": (["train_data=results", "train_data.path=r.jsonl"], "train_data.min_reward=high", "train_data.min_reward='high' is not allowed"),
-    "task_reader": (["task_reader=tracing"], "feedback_tracing.max_history=long", "feedback_tracing.max_history='long' is not allowed"),
+    "feedback": (["feedback=studio"], "feedback.max_history=long", "feedback.max_history='long' is not allowed"),
     "hardware": ([], "hardware.lora_r=wide", "hardware.lora_r='wide' is not allowed; expected an integer >= 1"),
     "hparams_search": (["hparams_search=optuna", "+experiment=sft_airline"], "hydra.sweeper.n_trials=many", "n_trials"),
     "experiment": (["+experiment=tau2_airline"], "num_trials=once", "num_trials='once' is not allowed; expected an integer >= 1"),
@@ -184,11 +184,11 @@ def test_a_bad_trace_database_is_named(tmp_path, make, expected):
     from hydra.utils import instantiate
 
     database = make(tmp_path)
-    cfg = _compose("+experiment=feedback_tracing", f"feedback_tracing.base_url={database}")
+    cfg = _compose("+experiment=feedback_sft", f"feedback.base_url={database}")
     with pytest.raises(Exception) as err:
-        instantiate(cfg.feedback_tracing)
+        instantiate(cfg.feedback)
     message = _one_paragraph(user_error(err.value))
-    assert message.startswith("config error: feedback_tracing.base_url:") and expected in message and str(database) in message
+    assert message.startswith("config error: feedback.base_url:") and expected in message and str(database) in message
 
 
 def test_a_corrupt_dialogs_file_names_its_row(tmp_path):

@@ -11,14 +11,13 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from agentlab.config import ConfigError, check_config
-from agentlab.tracing.studio import StudioWriter
+from agentlab.feedback.studio import StudioWriter
 
 GROUPS = {"model": ("model@agent", "model@user", "model@judge")}
-NODES = {"task_reader": "feedback_tracing"}  # groups whose option fills another root key
 HYDRA_GROUPS = {"hparams_search"}  # groups that configure Hydra itself (tested below with the hydra node)
 EXTRA = {  # options with a mandatory key, or that need another group's option
     "hf_local": "{slot}.path=/models/any-hf-folder",
-    "tracing": "feedback_tracing.base_url={studio_db}",
+    "studio": "feedback.base_url={studio_db}",
     "results": "{slot}.path=/runs/any/results.jsonl",
     "dialogs_file": "{slot}.path=/data/any/dialogs.jsonl",
     "train": "rl_algo=sft",
@@ -47,7 +46,7 @@ def test_every_group_option_composes_and_builds(compose_cfg, group, option, tmp_
         check_config(cfg)
         stage = instantiate(cfg.stage)  # builds every object; model weights load lazily, so this is cheap
         assert callable(stage) and stage.job_type in ("eval", "train")
-        built = instantiate(cfg[NODES.get(group, slot.split("@")[-1])])  # the option itself, whether the stage uses it or not
+        built = instantiate(cfg[slot.split("@")[-1]])  # the option itself, whether the stage uses it or not
         assert built is not None
 
 
@@ -95,25 +94,25 @@ def test_missing_mandatory_key_is_named(compose_cfg):
         check_config(compose_cfg("model@agent=hf_local"))
 
 
-def test_feedback_tracing_reads_the_database_with_any_judge(compose_cfg, tmp_path):
+def test_feedback_reads_the_database_with_any_judge(compose_cfg, tmp_path):
     StudioWriter(tmp_path / "studio.sqlite", "old").close()
-    cfg = compose_cfg("+experiment=feedback_tracing", f"feedback_tracing.base_url={tmp_path / 'studio.sqlite'}", "model@judge=openai")
+    cfg = compose_cfg("+experiment=feedback_sft", f"feedback.base_url={tmp_path / 'studio.sqlite'}", "model@judge=openai")
     stage = instantiate(cfg.stage)
-    source = stage.algo.samples.data  # rl_algo=sft's dialogs: train_data=${feedback_tracing}
-    assert type(source).__name__ == "TracingTaskReader" and source.reader.schema == "old"
+    source = stage.algo.samples.data  # rl_algo=sft's dialogs: train_data=${feedback}
+    assert type(source).__name__ == "StudioFeedback" and source.reader.schema == "old"
     assert [f.name for f in source.filters] == ["rule", "deduplication", "llm_evaluate"]
     assert type(source.filters[2].model).__name__ == "OpenAIModel"
     assert type(stage.lineage).__name__ == "AdapterLineage"
 
 
-def test_feedback_tracing_without_a_database_says_which_key(tmp_path):
+def test_feedback_without_a_database_says_which_key(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "agentlab.run", "+experiment=feedback_tracing", f"feedback_tracing.base_url={tmp_path / 'none.sqlite'}",
+        [sys.executable, "-m", "agentlab.run", "+experiment=feedback_sft", f"feedback.base_url={tmp_path / 'none.sqlite'}",
          f"hydra.run.dir={tmp_path / 'run'}", "logger=none"],
         cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
     )
     assert result.returncode == 2, result.stderr[-2000:]
-    assert "feedback_tracing.base_url:" in result.stderr and "no such file" in result.stderr
+    assert "feedback.base_url:" in result.stderr and "no such file" in result.stderr
     assert "Traceback" not in result.stderr
 
 
@@ -132,8 +131,8 @@ def test_hparams_search_sets_the_optuna_sweeper_on_a_metric_of_metrics_json(opti
 def test_none_options_are_real_objects_that_do_what_their_name_says(compose_cfg, tmp_path):
     from agentlab.training.reward import AgentRewardModel
 
-    cfg = compose_cfg()  # every group at its default: reward, rl_algo, train_data, task_reader = none
-    assert instantiate(cfg.train_data).dialogs(tmp_path) == [] and instantiate(cfg.feedback_tracing).dialogs(tmp_path) == []
+    cfg = compose_cfg()  # every group at its default: reward, rl_algo, train_data, feedback = none
+    assert instantiate(cfg.train_data).dialogs(tmp_path) == [] and instantiate(cfg.feedback).dialogs(tmp_path) == []
     algo = instantiate(cfg.rl_algo)
     with pytest.raises(ConfigError, match="rl_algo=sft, dpo or grpo"):
         algo.run(None, tmp_path, None)

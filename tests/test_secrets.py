@@ -5,7 +5,6 @@ server echoes the key back in an error message. The test greps every file the ru
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import subprocess
@@ -16,6 +15,7 @@ from typing import Any
 from conftest import ROOT
 
 from agentlab.eval.domains import Tau2Domain
+from agentlab.jsonl import numbered_rows
 from agentlab.models.oracle_server import CompletionHandler, LoopbackServer, OracleBrain, completion, error_body
 
 LEAKY_TASK = "1"  # the server answers this task's requests with an error that quotes the key
@@ -61,7 +61,7 @@ def test_the_api_key_never_leaves_the_environment(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert app.keys_seen == {key}  # the key was used on every request
 
-    rows = [json.loads(line) for line in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
+    rows = [row for _, row in numbered_rows(tmp_path / "run" / "results.jsonl")]
     leaky = next(r for r in rows if r["task_id"] == LEAKY_TASK)
     assert "Incorrect API key provided: ***" in leaky["error"]  # the cause is kept, the key is not
     assert sorted(r["reward"] for r in rows) == [0.0, 1.0, 1.0]

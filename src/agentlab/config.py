@@ -238,14 +238,18 @@ def _check_available(cfg: DictConfig) -> None:
 
 
 def _check_split(cfg: DictConfig) -> None:
-    """The split must be one of the domain's; a domain without splits ignores it (tau2 data only, no model)."""
-    from agentlab.eval.domains import Tau2Domain
+    """The split must be one of the domain's; a domain without splits ignores it (tau2 data only, no model).
 
+    The domain is the class ``domain._target_`` names, built here without a model, as ``check_targets`` imports
+    every target: the checks never import a layer above them."""
     name = OmegaConf.select(cfg, "domain.name")
     split = cfg.get("task_split")
+    settings = {k: v for k, v in OmegaConf.to_container(cfg.domain, resolve=True).items() if k != "_target_"}
     try:
-        splits = Tau2Domain(name).splits()
+        splits = _import(cfg.domain._target_, "domain")(**settings).splits()
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
+    except TypeError:
+        return  # a key the domain class does not take: check_targets names it
     if split is not None and splits and split not in splits:
         raise ConfigError(f"task_split={split!r} is not a split of domain {name}; expected one of {splits} or null")

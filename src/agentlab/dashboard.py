@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import agentlab
+from agentlab.redact import redact
 from agentlab.tracking.dashboard import EVAL_JOB, MAX_K, TRAIN_JOB, build_report, build_workspace, definition, publish
-from agentlab.tracking.redact import redact
 
 OFFLINE_MODES = ("offline", "disabled")
 

@@ -89,6 +89,28 @@ def _parses(line: bytes) -> bool:
         return False
 
 
+def numbered_rows(path: Path, error: type[UserError] = JsonlFileError, *, while_written: bool = False) -> Iterator[tuple[int, Any]]:
+    """(1-based row number, row) of each non-blank line of a file agentlab only reads, never repairs (an input, another
+    run's results); a missing file or a row that is not JSON raises ``error`` naming the file and the row.
+
+    ``while_written``: the file may still be growing (a run in progress): absent reads as empty, a torn last line is left out.
+    """
+    if not path.is_file():
+        if while_written and not path.exists():
+            return
+        raise error(f"{path}: no such file; expected a JSONL file, one JSON object per line")
+    with path.open("rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            if while_written and not line.endswith(b"\n"):
+                return
+            if not line.strip():
+                continue
+            try:
+                yield number, json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise error(f"{path}: row {number}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+
+
 def json_line(row: Any) -> str:
     """One JSONL line (UTF-8 text kept as is, anything JSON lacks written as its string)."""
     return json.dumps(row, default=str, ensure_ascii=False) + "\n"

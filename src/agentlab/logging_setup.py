@@ -13,7 +13,7 @@ from typing import Any
 
 from loguru import logger
 
-from agentlab.tracking.redact import scrub
+from agentlab.redact import scrub
 
 NOISY_STDLIB_LOGGERS = ("agent_framework", "httpx", "openai", "LiteLLM", "urllib3")
 

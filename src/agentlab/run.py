@@ -32,8 +32,7 @@ import agentlab
 from agentlab.config import ConfigError, UserError, check_config
 from agentlab.logging_setup import configure_logging
 from agentlab.ranks import is_main
-from agentlab.rundir import RunRecord
-from agentlab.tracking.loggers import METRICS_FILE
+from agentlab.rundir import METRICS_FILE, RunRecord
 
 FULL_ERROR = "HYDRA_FULL_ERROR"
 SHOW_TRACEBACK = os.environ.get(FULL_ERROR) == "1"  # the user's setting, read before cli() sets it for Hydra

@@ -32,9 +32,34 @@ from omegaconf import DictConfig, OmegaConf
 from agentlab.config import ConfigError
 from agentlab.jsonl import write_atomic
 
-RUN_FILE = "run.json"
+# What a run dir holds, by name: every writer and reader takes the names from here (outside tools read these files).
+RUN_FILE = "run.json"  # what produced the results (RunRecord)
+RESULTS_FILE = "results.jsonl"  # one row per finished (task, trial), streamed
+REDONE_FILE = "results.redone.jsonl"  # infrastructure-error rows a resume ran again, kept
+TAU2_FILE = "tau2_results.json"  # the rows in tau2's own results format
+SUMMARY_FILE = "summary.json"
+METRICS_FILE = "metrics.json"  # every job's figures under their flat names (agentlab.tracker.metrics_of)
+METRICS_TABLE_FILE = "metrics.md"
+BASELINE_FILE = "baseline.json"  # the do-nothing rewards' cache: {"task_set", "evaluation_type", "rewards": {task id: reward}}
 CONVERSATIONS_FILE = "conversations.html"  # every conversation of the run, browsable offline (agentlab.tracking.viewer)
-PREVIOUS_DIR = "previous"
+PREVIOUS_DIR = "previous"  # resume=new: earlier results, by time
+# a training run's
+TRAIN_RESULT_FILE = "train_result.json"
+DATA_DIR = "data"  # the round's training data: the sources' own files, then the samples
+SAMPLES_FILE, SAMPLE_COUNTS_FILE = "samples.jsonl", "sample_counts.json"
+FEEDBACK_REPORT_FILE = "tracing.json"  # feedback=studio's read of the database and its filters
+ROLLOUTS_DIR = "rollouts"  # DPO's scored rollouts and the pairs built from them
+SCORED_FILE, PAIRS_FILE = "scored.jsonl", "pairs.jsonl"
+EXPERT_DIR, POLICY_DIR = "expert", "policy"  # the oracle's and the policy's evaluation runs, under data/ or rollouts/
+CHECKPOINTS_DIR, ADAPTER_DIR = "checkpoints", "adapter"  # the trainer's checkpoints; the trained adapter (peft format)
+
+
+def eval_dir(label: str) -> str:
+    """The folder of a training run's evaluation of ``label`` (``eval_base``: the model it started from, ``eval_adapter``)."""
+    return f"eval_{label}"
+
+
+TRAIN_RESULTS_DIR = eval_dir("adapter")  # a training run's rows: its trained adapter's evaluation
 RESUME_MODES = ("auto", "extend", "new")
 # keys that never change a result: how many pairs run at once, retries and timeouts, progress, logs and pages
 EXECUTION_KEYS = frozenset(

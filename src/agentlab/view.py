@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import agentlab
-from agentlab.rundir import CONVERSATIONS_FILE
-from agentlab.tracking.report import RESULTS_FILE, TRAIN_RESULTS_DIR, ReportError, display_path
+from agentlab.rundir import CONVERSATIONS_FILE, RESULTS_FILE, TRAIN_RESULTS_DIR
+from agentlab.tracking.report import ReportError, display_path
 from agentlab.tracking.viewer import viewer_runs, write_page
 
 

@@ -6,11 +6,12 @@ import json
 
 from tau2.data_model.message import AssistantMessage, UserMessage
 
-from agentlab.eval.baseline import BASELINE_FILE, POLITE_REPLY, do_nothing_rewards, do_nothing_simulation
+from agentlab.eval.baseline import POLITE_REPLY, do_nothing_rewards, do_nothing_simulation
 from agentlab.eval.domains import Tau2Domain
 from agentlab.eval.protocol import GREETING
 from agentlab.eval.runner import TaskRunner
 from agentlab.models.oracle import user_opening
+from agentlab.rundir import BASELINE_FILE
 
 # measured with tau2's evaluator: 19 of airline's 50 base tasks need no action (these 6 are its test split's)
 AIRLINE_TEST_SOLVED = {"6", "13", "26", "31", "45", "48"}

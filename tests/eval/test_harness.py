@@ -9,11 +9,12 @@ from tau2.data_model.simulation import Results
 
 from agentlab.config import error_cause
 from agentlab.eval.harness import Evaluation, TaskSelectionError, select_tasks
-from agentlab.eval.results import RESULTS_FILE, TAU2_FILE
 from agentlab.eval.runner import TaskRunner
+from agentlab.jsonl import numbered_rows
 from agentlab.models.base import ModelFactory
 from agentlab.models.oracle import OracleModel
 from agentlab.models.pricing import Prices
+from agentlab.rundir import RESULTS_FILE, TAU2_FILE
 
 TASK_IDS = ["1", "2", "4", "5"]
 
@@ -45,7 +46,7 @@ def _evaluation(airline, agent=None, **kwargs) -> Evaluation:
 
 
 def _rows(run_dir) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / RESULTS_FILE).read_text().splitlines()]
+    return [row for _, row in numbered_rows(run_dir / RESULTS_FILE)]
 
 
 def _by_pair(rows: list[dict]) -> dict:

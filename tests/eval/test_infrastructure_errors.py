@@ -9,11 +9,12 @@ from pathlib import Path
 
 from agentlab.eval.harness import Evaluation
 from agentlab.eval.metrics import summarize
-from agentlab.eval.results import REDONE_FILE, RESULTS_FILE, TAU2_FILE
 from agentlab.eval.runner import TaskRunner
+from agentlab.jsonl import numbered_rows
 from agentlab.models.fault_server import FaultPlan, FaultServer
 from agentlab.models.openai_compat import OpenAIModel
 from agentlab.models.oracle_server import AGENT_MODEL, USER_MODEL
+from agentlab.rundir import REDONE_FILE, RESULTS_FILE, TAU2_FILE
 
 CLIENT_RETRIES = 1  # the SDK's own retries of one request
 TASK_RETRIES = 2
@@ -33,7 +34,7 @@ def _evaluate(airline, base_url: str, run_dir: Path, task_ids: list[str]) -> dic
 
 
 def _rows(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    return [row for _, row in numbered_rows(path)] if path.exists() else []
 
 
 def test_a_task_that_never_gets_through_is_retried_recorded_apart_excluded_and_redone(airline, tmp_path):

@@ -17,13 +17,13 @@ from hydra.utils import get_class, instantiate
 from agentlab.conf import CONFIG_DIR
 from agentlab.config import ConfigError
 from agentlab.eval.harness import Evaluation, select_tasks
-from agentlab.eval.results import REDONE_FILE, RESULTS_FILE
 from agentlab.eval.runner import TaskRunner
+from agentlab.jsonl import numbered_rows
 from agentlab.models.local import LocalHFModel
 from agentlab.models.openai_compat import OpenAIModel
 from agentlab.models.oracle import OracleModel
 from agentlab.models.oracle_server import AGENT_MODEL, USER_MODEL, OracleServer
-from agentlab.rundir import PREVIOUS_DIR, RUN_FILE, RunDirMismatch, RunRecord
+from agentlab.rundir import PREVIOUS_DIR, REDONE_FILE, RESULTS_FILE, RUN_FILE, RunDirMismatch, RunRecord
 
 ROOT = Path(__file__).resolve().parents[2]
 ORACLE = ("model@agent=oracle", "model@user=oracle", "logger=none", "progress=false")
@@ -42,7 +42,7 @@ def _run(run_dir: Path, *overrides: str) -> dict:
 
 
 def _rows(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / RESULTS_FILE).read_text().splitlines()]
+    return [row for _, row in numbered_rows(run_dir / RESULTS_FILE)]
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
@@ -219,4 +219,4 @@ def test_error_rows_that_never_reached_a_model_are_redone_on_resume(airline, tmp
     rows = {r["task_id"]: r for r in _rows(tmp_path)}
     assert len(_rows(tmp_path)) == 3 and rows["2"]["reward"] == 1.0 and "error" not in rows["2"]
     assert rows["6"] == attempted and summary["errors"] == 1  # a real attempt's failure stays finished
-    assert [json.loads(line) for line in (tmp_path / REDONE_FILE).read_text().splitlines()] == [unreached]
+    assert [row for _, row in numbered_rows(tmp_path / REDONE_FILE)] == [unreached]

@@ -3,7 +3,6 @@ its tokens counted with the run's; tau2's own judge function is only replaced in
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import threading
@@ -20,11 +19,12 @@ from tau2.utils.llm_utils import generate as tau2_generate
 from agentlab.config import ConfigError, check_config
 from agentlab.eval.harness import Evaluation
 from agentlab.eval.judge import SEAM, judged_by
-from agentlab.eval.results import RESULTS_FILE
 from agentlab.eval.runner import TaskRunner
+from agentlab.jsonl import numbered_rows
 from agentlab.models.base import NoModel
 from agentlab.models.openai_compat import OpenAIModel
 from agentlab.models.oracle import OracleModel
+from agentlab.rundir import RESULTS_FILE
 
 JUDGE_MODEL = "scripted-judge"
 TASKS = ["1", "2"]  # airline: 1 and 4 NL assertions
@@ -42,7 +42,7 @@ def _evaluate(airline, run_dir: Path, evaluation_type: str, judge, evaluator_pro
         evaluator_processes=evaluator_processes,
     )
     summary = evaluation(run_dir, config={}, name="t", group="g")
-    rows = {row["task_id"]: row for row in map(json.loads, (run_dir / RESULTS_FILE).read_text().splitlines())}
+    rows = {row["task_id"]: row for row in (row for _, row in numbered_rows(run_dir / RESULTS_FILE))}
     return summary, rows
 
 

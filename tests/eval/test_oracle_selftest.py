@@ -17,6 +17,7 @@ from hydra.utils import instantiate
 
 from agentlab.conf import CONFIG_DIR
 from agentlab.eval.domains import Tau2Domain
+from agentlab.jsonl import numbered_rows
 from agentlab.models.oracle import gold_runs
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -65,7 +66,7 @@ def test_the_oracle_scores_one_on_every_base_task(name, tmp_path):
         cwd=ROOT, capture_output=True, text=True, timeout=900, check=False,
     )
     assert run.returncode == 0, run.stderr[-3000:]
-    rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    rows = [row for _, row in numbered_rows(tmp_path / "results.jsonl")]
     failed = {row["task_id"]: row.get("error") or row.get("termination_reason") for row in rows if row["reward"] != 1.0}
     assert sorted(row["task_id"] for row in rows) == sorted(task.id for task in tasks)
     exempt = NO_GOLD_PATH.get(name, set())

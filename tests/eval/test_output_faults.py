@@ -7,16 +7,15 @@ shows tau2's evaluator replayed the faulty call without raising.
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from agentlab.eval.harness import Evaluation
-from agentlab.eval.results import RESULTS_FILE
 from agentlab.eval.runner import TaskRunner, tool_errors, without_unknown_calls
+from agentlab.jsonl import numbered_rows
 from agentlab.models.fault_server import ENDLESS_TEXT, FaultPlan, FaultServer
 from agentlab.models.openai_compat import OpenAIModel
 from agentlab.models.oracle_server import AGENT_MODEL, USER_MODEL
+from agentlab.rundir import RESULTS_FILE
 
 TASK = "1"
 
@@ -33,7 +32,7 @@ def _run(airline, tmp_path, script: list[str | None], max_errors: int = 10) -> d
         )
         evaluation(tmp_path, config={}, name="t", group="g")
         assert server.stats()["faults"] == {f: script.count(f) for f in set(script) if f}
-    (row,) = [json.loads(line) for line in (tmp_path / RESULTS_FILE).read_text().splitlines()]
+    (row,) = [row for _, row in numbered_rows(tmp_path / RESULTS_FILE)]
     assert "error" not in row, row.get("traceback")
     return row
 

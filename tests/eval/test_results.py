@@ -7,7 +7,8 @@ import json
 import pytest
 
 from agentlab.eval.metrics import pass_k, summarize
-from agentlab.eval.results import RESULTS_FILE, ResultsFileError, ResultStore
+from agentlab.eval.results import ResultsFileError, ResultStore
+from agentlab.rundir import RESULTS_FILE
 
 
 def _row(task_id: str, trial: int, reward: float = 1.0) -> dict:

@@ -15,12 +15,13 @@ import pytest
 from tau2.data_model.simulation import Results
 
 from agentlab.eval.domains import Tau2Domain
-from agentlab.eval.harness import SUMMARY_FILE, Evaluation
+from agentlab.eval.harness import Evaluation
 from agentlab.eval.metrics import RunSummary, _resampled_task_values, summarize
-from agentlab.eval.results import RESULTS_FILE, TAU2_FILE, pair_key, scored, simulation_of, write_tau2_results
+from agentlab.eval.results import pair_key, scored, simulation_of, write_tau2_results
 from agentlab.eval.runner import TaskRunner
+from agentlab.jsonl import numbered_rows
 from agentlab.models.oracle import OracleModel
-from agentlab.rundir import CONVERSATIONS_FILE
+from agentlab.rundir import CONVERSATIONS_FILE, RESULTS_FILE, SUMMARY_FILE, TAU2_FILE
 from agentlab.tracking.viewer import ConversationViewer, script_json
 
 
@@ -98,7 +99,7 @@ def test_a_bootstrap_chunk_never_changes_a_figure():
 
 
 def _rows(run_dir) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / RESULTS_FILE).read_text().splitlines()]
+    return [row for _, row in numbered_rows(run_dir / RESULTS_FILE)]
 
 
 def _evaluate(run_dir, num_trials: int) -> dict:

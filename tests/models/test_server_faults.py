@@ -12,11 +12,12 @@ import pytest
 from agent_framework import Content, Message
 
 from agentlab.eval.harness import Evaluation
-from agentlab.eval.results import RESULTS_FILE
 from agentlab.eval.runner import TaskRunner
+from agentlab.jsonl import numbered_rows
 from agentlab.models.fault_server import TRANSPORT_FAULTS, FaultPlan, FaultServer
 from agentlab.models.openai_compat import CheckedTransport, OpenAIModel, malformed_completion
 from agentlab.models.oracle_server import AGENT_MODEL, USER_MODEL
+from agentlab.rundir import RESULTS_FILE
 
 CLIENT_TIMEOUT = 0.5  # a `timeout` fault costs this much plus one backoff
 
@@ -75,7 +76,7 @@ def test_a_pair_out_of_retries_is_an_infrastructure_error_row_and_the_run_goes_o
             max_task_retries=0,
         )
         summary = evaluation(tmp_path, config={}, name="t", group="g")
-    rows = {row["task_id"]: row for row in map(json.loads, (tmp_path / RESULTS_FILE).read_text().splitlines())}
+    rows = {row["task_id"]: row for row in (row for _, row in numbered_rows(tmp_path / RESULTS_FILE))}
     assert rows["1"]["error"].startswith("InternalServerError: Error code: 500 - {'error': {'message': 'injected fault 500'")
     assert rows["1"]["termination_reason"] == "infrastructure_error" and rows["1"]["attempts"] == 1
     assert "error" not in rows["5"] and rows["5"]["reward"] == 1.0

@@ -20,7 +20,7 @@ from matplotlib.image import imread
 
 from agentlab.compare import main
 from agentlab.eval.metrics import summarize
-from agentlab.tracking.loggers import flatten
+from agentlab.tracker import flatten
 
 EVAL_LABEL = "+experiment=tau2_airline num_trials=2"
 DPO_LABEL = "+experiment=rl_airline rl_algo=dpo"

@@ -43,7 +43,7 @@ from agentlab.training.trainers.base import TrainResult
 
 GROUP = "rl_airline"
 TRIALS = 2
-# one row of a real SFT run's Trainer.state.log_history (outputs/runs/feedback_tracing), then the trainer's last row
+# one row of a real SFT run's Trainer.state.log_history (outputs/runs/feedback_sft), then the trainer's last row
 LOG_HISTORY = [
     {"loss": 0.333, "grad_norm": 0.275, "learning_rate": 0.003, "entropy": 0.31, "num_tokens": 5120.0, "epoch": 1.0, "step": 1},
     {"train_runtime": 1.5, "train_loss": 0.333, "epoch": 1.0, "step": 1},

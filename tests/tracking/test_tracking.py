@@ -8,8 +8,8 @@ import sys
 from conftest import ROOT
 from tracking_records import read_offline_run
 
-from agentlab.tracking.loggers import flatten
-from agentlab.tracking.redact import REDACTED, redact
+from agentlab.redact import REDACTED, redact
+from agentlab.tracker import flatten
 
 SECRET = "sk-agentlab-test-0123456789"
 

@@ -21,10 +21,11 @@ from matplotlib.image import imread
 from agentlab.compare import main as compare_main
 from agentlab.eval.domains import Tau2Domain
 from agentlab.eval.harness import Evaluation
-from agentlab.eval.results import RESULTS_FILE, pair_key
+from agentlab.eval.results import pair_key
+from agentlab.jsonl import numbered_rows
 from agentlab.models.base import ModelFactory
 from agentlab.models.oracle import OracleModel
-from agentlab.rundir import CONVERSATIONS_FILE, settings_of
+from agentlab.rundir import CONVERSATIONS_FILE, RESULTS_FILE, settings_of
 from agentlab.tracking.viewer import ConversationViewer
 from agentlab.view import main as view_main
 
@@ -60,7 +61,7 @@ def _evaluate(run_dir: Path, max_steps: int, num_trials: int, agent: ModelFactor
         viewer=ConversationViewer(),
     )
     evaluation(run_dir, config={}, name="viewer", group="test")
-    return [json.loads(line) for line in (run_dir / RESULTS_FILE).read_text().splitlines()]
+    return [row for _, row in numbered_rows(run_dir / RESULTS_FILE)]
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,10 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
+from agentlab.eval.dialog import Dialog
 from agentlab.eval.harness import Evaluation
 from agentlab.models.tiny import tiny_llama
 from agentlab.training.coreset import CoresetSelector
-from agentlab.training.data import Dialog
 from agentlab.training.reward import AgentRewardModel
 from agentlab.training.rollouts import RolloutSampler
 from agentlab.training.sources import NoDialogs

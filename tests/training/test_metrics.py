@@ -11,6 +11,7 @@ from tau2.evaluator.evaluator_action import ActionEvaluator
 
 from agentlab.eval.harness import Evaluation
 from agentlab.eval.runner import TaskRunner
+from agentlab.jsonl import numbered_rows
 from agentlab.models.oracle import OracleModel
 from agentlab.training.metrics import METRIC_NAMES, compute_metrics, plan_success, stats, write_report
 from agentlab.training.reward import agent_calls, gold_actions
@@ -130,7 +131,7 @@ def test_metrics_of_real_oracle_rollouts_are_perfect(airline, tmp_path):
         progress=False,
     )
     evaluation(tmp_path, config={}, name="t", group="g")
-    real = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    real = [row for _, row in numbered_rows(tmp_path / "results.jsonl")]
     metrics = compute_metrics(real)
     assert {name: metrics[name] for name in METRIC_NAMES} == {
         name: {"mean": 1.0, "std": 0.0, "count": 1, "low": 1.0, "high": 1.0} for name in METRIC_NAMES

@@ -77,8 +77,8 @@ def test_a_shrunk_buffer_size_keeps_a_subset(tmp_path: Path) -> None:
     [
         ('{"seen": 1}\n', "line 1 is not a agentlab.replay/1 state line"),
         ('{"format": "agentlab.replay/1", "seen": 1, "rng": null}\n', "line 1 is not a agentlab.replay/1 state line"),
-        (STATE + '{"a": \n', "line 2 is not valid JSON"),
-        (STATE + "[1, 2]\n", "line 2 is not a JSON object"),
+        (STATE + '{"a": \n', "row 2: not valid JSON"),
+        (STATE + "[1, 2]\n", "row 2: not a JSON object"),
     ],
 )
 def test_an_unreadable_file_is_named(tmp_path: Path, text: str, message: str) -> None:

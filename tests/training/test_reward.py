@@ -15,6 +15,7 @@ from tau2.data_model.simulation import RewardInfo, TerminationReason
 from agentlab.eval.harness import Evaluation
 from agentlab.eval.runner import TaskRunner
 from agentlab.eval.trajectory import Trajectory
+from agentlab.jsonl import numbered_rows
 from agentlab.models.oracle import OracleModel
 from agentlab.training.reward import (
     DEFAULT_PENALTIES,
@@ -83,7 +84,7 @@ def oracle_rows(airline, tmp_path_factory):
         task_ids=["0", "2"],
         progress=False,
     )(run_dir, config={}, name="t", group="g")
-    return [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
+    return [row for _, row in numbered_rows(run_dir / "results.jsonl")]
 
 
 def test_tool_accuracy_is_multiset_f1(tasks):

@@ -17,20 +17,15 @@ from agent_framework import Message
 from sft_helpers import TOOLS, tokenizer, weather_dialog
 from tau2.data_model.tasks import Task
 
+from agentlab.eval.dialog import Dialog, DialogError, load_dialogs_jsonl, write_dialogs_jsonl
 from agentlab.eval.protocol import DEFAULT_PROMPTS
-from agentlab.eval.results import RESULTS_FILE
+from agentlab.jsonl import numbered_rows
 from agentlab.models import oracle
 from agentlab.models.local import _instructions, request_tool_schemas
 from agentlab.models.toolformat import chat_turns, system_prompt
+from agentlab.rundir import RESULTS_FILE
 from agentlab.training import data
-from agentlab.training.data import (
-    Dialog,
-    DialogError,
-    dialogs_from_results,
-    expert_dialogs,
-    load_dialogs_jsonl,
-    write_dialogs_jsonl,
-)
+from agentlab.training.data import dialogs_from_results, expert_dialogs
 from agentlab.training.formatter import IGNORE_INDEX, AgentSFTFormatter
 
 EXPERT_TASKS = ["0", "1", "7"]  # no call, two calls, five calls of three tools (airline train split)
@@ -181,7 +176,7 @@ def test_training_text_matches_the_backend_prompts(expert_run: tuple[Path, list[
 
 def test_results_are_filtered_by_reward(expert_run: tuple[Path, list[Dialog], RecordingOracle], tmp_path: Path) -> None:
     run_dir, dialogs, _ = expert_run
-    rows = [json.loads(line) for line in (run_dir / RESULTS_FILE).read_text().splitlines()]
+    rows = [row for _, row in numbered_rows(run_dir / RESULTS_FILE)]
     rows[1]["reward"] = 0.0
     error_row = {"task_id": "99", "trial": 0, "reward": 0.0, "error": "RuntimeError: boom", "config": rows[0]["config"]}
     path = tmp_path / RESULTS_FILE

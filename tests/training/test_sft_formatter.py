@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from sft_helpers import TOOLS, taxi_dialog, tokenizer, weather_dialog
 
+from agentlab.eval.dialog import Dialog
 from agentlab.models.local import _encode
 from agentlab.models.toolcall import parse_reply
-from agentlab.training.data import Dialog
 from agentlab.training.formatter import (
     IGNORE_INDEX,
     AgentSFTFormatter,

@@ -17,6 +17,7 @@ from transformers import AutoTokenizer
 from agentlab.config import ConfigError
 from agentlab.eval.metrics import tool_call_format
 from agentlab.eval.results import ResultStore
+from agentlab.jsonl import numbered_rows
 from agentlab.models.smollm2 import smollm2_dir
 from agentlab.models.tiny import save_tiny_llama
 from agentlab.run import objective
@@ -85,12 +86,12 @@ def test_dpo_stage_pairs_the_expert_against_the_policy(compose_cfg, tiny_agent, 
         "+experiment=rl_airline", "rl_algo=dpo", *_small(tiny_agent, tmp_path), "train_task_ids=[1]", "stage.compare_base=false"
     )
     summary = _run(cfg, tmp_path / "run")
-    scored = [json.loads(line) for line in (tmp_path / "run" / "rollouts" / "scored.jsonl").read_text().splitlines()]
+    scored = [row for _, row in numbered_rows(tmp_path / "run" / "rollouts" / "scored.jsonl")]
     assert len(scored) == 3 and [s["source"] for s in scored].count("oracle") == 1  # 2 policy rollouts + the expert
     assert len({s["task_id"] for s in scored}) == 1
     best = max(scored, key=lambda s: s["score"])
     assert best["source"] == "oracle" and best["tau2_reward"] == 1.0  # task 1 needs calls; task 0 (do nothing) would tie
-    (pair,) = [json.loads(line) for line in (tmp_path / "run" / "rollouts" / "pairs.jsonl").read_text().splitlines()]
+    (pair,) = [row for _, row in numbered_rows(tmp_path / "run" / "rollouts" / "pairs.jsonl")]
     assert pair["prompt"].endswith("<|im_start|>assistant\n") and pair["chosen"] != pair["rejected"]
     for completion in (pair["chosen"], pair["rejected"]):  # one agent turn: nothing after its end-of-turn marker
         assert completion.endswith("<|im_end|>") and completion.count("<|im_start|>") == 0

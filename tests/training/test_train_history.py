@@ -11,7 +11,8 @@ from transformers import AutoTokenizer
 
 from agentlab.models.smollm2 import smollm2_dir
 from agentlab.models.tiny import save_tiny_llama
-from agentlab.tracking.loggers import NullLogger, WandbLogger, train_metrics
+from agentlab.tracker import NullLogger
+from agentlab.tracking.loggers import WandbLogger, train_metrics
 
 STEPS = 3
 

@@ -11,10 +11,10 @@ import pytest
 from sft_helpers import TOOLS, dpo_algorithm, qwen_template_tokenizer, sft_algorithm, tokenizer
 from transformers import AutoTokenizer
 
+from agentlab.eval.dialog import Dialog
 from agentlab.models.smollm2 import smollm2_dir
 from agentlab.models.tiny import save_tiny_llama
 from agentlab.models.toolformat import render
-from agentlab.training.data import Dialog
 from agentlab.training.formatter import AgentSFTFormatter, render_chat
 from agentlab.training.trainers.base import NothingToTrain, last_checkpoint
 from agentlab.training.trainers.dpo import dpo_trainer_class, no_pairs_reason, preference_pairs

@@ -24,8 +24,8 @@ from agentlab.eval.protocol import GREETING
 from agentlab.eval.runner import TaskRunner
 from agentlab.jsonl import write_atomic
 from agentlab.models.oracle import user_opening
+from agentlab.rundir import BASELINE_FILE
 
-BASELINE_FILE = "baseline.json"  # a run dir's cache: {"task_set", "evaluation_type", "rewards": {task id: reward}}
 POLITE_REPLY = "Thank you for reaching out. I'm sorry, but I'm not able to help with this request. Have a great day!"
 _MEMO: dict[tuple[str, str, str], float] = {}  # (task set, evaluation type, task id) -> reward, within one process
 

@@ -33,23 +33,20 @@ from agentlab.eval.baseline import do_nothing_rewards
 from agentlab.eval.metrics import RunSummary
 from agentlab.eval.results import (
     INFRASTRUCTURE_ERROR,
-    REDONE_FILE,
-    RESULTS_FILE,
     ResultStore,
     error_type,
     pair_key,
     transport_failure,
-    write_atomic,
     write_tau2_results,
 )
 from agentlab.eval.runner import TaskRunner
 from agentlab.eval.trajectory import Trajectory, row_key
+from agentlab.jsonl import write_atomic
 from agentlab.models.base import ChatModel
 from agentlab.models.pricing import role_costs, total_cost
-from agentlab.tracking.loggers import METRICS_FILE, NullLogger, metrics_of
-from agentlab.tracking.redact import scrub
-
-SUMMARY_FILE = "summary.json"
+from agentlab.redact import scrub
+from agentlab.rundir import METRICS_FILE, REDONE_FILE, RESULTS_FILE, SUMMARY_FILE
+from agentlab.tracker import NullLogger, metrics_of
 
 
 class TaskSelectionError(ConfigError):

@@ -13,14 +13,10 @@ from loguru import logger
 from tau2.data_model.message import AssistantMessage, SystemMessage, ToolCall, ToolMessage, ToolRequestor, UserMessage
 from tau2.data_model.message import Message as Tau2Message
 
+from agentlab.models.base import role_of
+
 ERROR_PREFIX = "Error:"
 FLIPPED = {"assistant": "user", "user": "assistant"}
-
-
-def role_of(message: Message) -> str:
-    """A message's role as a plain string (agent-framework gives an enum or a string)."""
-    role = message.role
-    return role.value if hasattr(role, "value") else str(role)
 
 
 def _with_contents(msg: Message, role: Any, contents: list[Content]) -> Message:

@@ -18,11 +18,9 @@ from tau2.data_model.tasks import Task
 from tau2.environment.environment import EnvironmentInfo
 
 from agentlab.config import UserError
-from agentlab.jsonl import append_rows, atomic_writer, iter_rows, json_line, write_atomic  # noqa: F401 - write_atomic: imported from here
+from agentlab.jsonl import append_rows, atomic_writer, iter_rows, json_line
+from agentlab.rundir import REDONE_FILE, RESULTS_FILE, TAU2_FILE
 
-RESULTS_FILE = "results.jsonl"
-TAU2_FILE = "tau2_results.json"
-REDONE_FILE = "results.redone.jsonl"  # infrastructure-error rows a resume ran again, kept
 INFRASTRUCTURE_ERROR = "infrastructure_error"  # the termination reason of a pair no model could be reached for
 
 SIMULATION_INDENT = "    "  # a simulation's lines inside tau2_results.json's list (indent 2, two levels deep)

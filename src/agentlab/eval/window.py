@@ -20,7 +20,7 @@ import tiktoken
 from agent_framework import Content, InMemoryHistoryProvider, Message
 from loguru import logger
 
-from agentlab.eval.messages import role_of
+from agentlab.models.base import role_of
 
 MESSAGE_OVERHEAD = 4  # role and separators, per message
 CALL_OVERHEAD = 4  # per function call or function result

@@ -10,13 +10,19 @@ from __future__ import annotations
 
 from typing import Literal, Protocol
 
-from agent_framework import SupportsChatGetResponse
+from agent_framework import Message, SupportsChatGetResponse
 from tau2.data_model.tasks import Task
 
 from agentlab.config import ConfigError
 from agentlab.models.pricing import FREE, Prices
 
 Role = Literal["agent", "user"]
+
+
+def role_of(message: Message) -> str:
+    """A message's role as a plain string (agent-framework gives an enum or a string)."""
+    role = message.role
+    return role.value if hasattr(role, "value") else str(role)
 
 
 class ChatModel(Protocol):

@@ -26,7 +26,7 @@ from agent_framework import Content, Message
 from loguru import logger
 
 from agentlab.config import ConfigError
-from agentlab.eval.messages import role_of
+from agentlab.models.base import role_of
 from agentlab.models.toolcall import (
     CALL_CLOSE,
     CallError,

@@ -19,7 +19,7 @@ import wandb_workspaces.reports.v2 as wr
 import wandb_workspaces.workspaces as ws
 from wandb_workspaces import expr
 
-from agentlab.tracking.loggers import flatten
+from agentlab.tracker import flatten
 
 TRAIN_JOB, EVAL_JOB = "train", "eval"  # Training.job_type, Evaluation.job_type
 ALGO_KEY = "algo"  # stage=train adds the algorithm's short name (sft, dpo, grpo) to the run config

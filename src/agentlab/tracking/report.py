@@ -37,12 +37,11 @@ from rich.text import Text
 
 from agentlab.eval.metrics import PairedDifference, paired_difference, task_order
 from agentlab.eval.results import infrastructure_error, row_problem
-from agentlab.rundir import CONVERSATIONS_FILE
-from agentlab.tracking.loggers import METRICS_FILE, flatten
+from agentlab.jsonl import numbered_rows
+from agentlab.rundir import CONVERSATIONS_FILE, METRICS_FILE, RESULTS_FILE, SUMMARY_FILE, TRAIN_RESULTS_DIR
+from agentlab.tracker import flatten
 
-SUMMARY_FILE, RESULTS_FILE = "summary.json", "results.jsonl"
-REPORT_FILE = "report.html"
-TRAIN_RESULTS_DIR = "eval_adapter"  # a training run's rows: its trained adapter's evaluation
+REPORT_FILE = "report.html"  # the comparison page, in compare's output folder
 MISSING = "—"
 TEXT_COLUMNS = {"label", "kind", "experiment", "algo", "run dir", "note", "run", "against", "tasks up", "tasks down"}
 TABLE_LEGEND = (
@@ -232,25 +231,12 @@ def task_rewards(path: Path) -> dict[str, list[float]]:
 def iter_result_rows(path: Path) -> Iterator[dict[str, Any]]:
     """A ``results.jsonl``'s rows (none when absent) one at a time, so a file of any length is read in constant
     memory; a torn last line (a run still writing) is left out, not cut."""
-    if not path.is_file():
-        return
-    with path.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            if not raw.endswith(b"\n"):
-                return
-            line = raw.decode("utf-8")
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                problem = f"not JSON ({exc.msg})"
-            else:
-                problem = row_problem(row)
-            if problem:
-                expected = "expected a JSON object with task_id, trial and reward"
-                raise ReportError(f"{path}: line {number} is not a result row: {problem}; {expected}")
-            yield row
+    for number, row in numbered_rows(path, ReportError, while_written=True):
+        problem = row_problem(row)
+        if problem:
+            expected = "expected a JSON object with task_id, trial and reward"
+            raise ReportError(f"{path}: row {number} is not a result row: {problem}; {expected}")
+        yield row
 
 
 def results_dir(run: Run) -> Path:

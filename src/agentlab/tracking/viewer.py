@@ -25,8 +25,8 @@ from tau2.metrics.agent_metrics import is_successful
 
 from agentlab.eval.results import pair_key
 from agentlab.jsonl import atomic_writer
-from agentlab.rundir import CONVERSATIONS_FILE
-from agentlab.tracking.report import RESULTS_FILE, Run, display_path, iter_result_rows, results_dir, task_order
+from agentlab.rundir import CONVERSATIONS_FILE, RESULTS_FILE
+from agentlab.tracking.report import Run, display_path, iter_result_rows, results_dir, task_order
 
 ERROR_REASON = "error"  # the termination reason shown for an error row (the pair raised before tau2 scored it)
 MESSAGE_KEYS = ("role", "content", "tool_calls", "id", "error")  # what the page shows of a tau2 message

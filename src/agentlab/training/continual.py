@@ -14,7 +14,6 @@ Samples must be JSON-serialisable (the formatter's samples are).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from agentlab.config import ConfigError, UserError
-from agentlab.eval.results import write_atomic
+from agentlab.jsonl import json_line, numbered_rows, write_atomic
 
 FORMAT = "agentlab.replay/1"
 Sample = dict[str, Any]
@@ -110,18 +109,17 @@ class ReplayBuffer:
 
     def _save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        lines = [json.dumps(self._state()), *(json.dumps(s, ensure_ascii=False) for s in self.samples)]
-        write_atomic(self.path, "\n".join(lines) + "\n")
+        write_atomic(self.path, "".join(json_line(row) for row in [self._state(), *self.samples]))
 
     def _load(self) -> None:
-        rows = self.path.read_text(encoding="utf-8").splitlines()
-        state = self._row(rows, 1) if rows else None
+        rows = list(numbered_rows(self.path, ReplayBufferError))
+        state = rows[0][1] if rows else None
         valid = isinstance(state, dict) and state.get("format") == FORMAT
         if not (valid and isinstance(state.get("seen"), int) and isinstance(state.get("rng"), dict)):
             raise ReplayBufferError(
                 f"{self.path}: line 1 is not a {FORMAT} state line (format, seen, rng); is this a replay buffer file?"
             )
-        self.samples = [self._row(rows, number) for number in range(2, len(rows) + 1)]
+        self.samples = [self._sample(number, row) for number, row in rows[1:]]
         self.seen = state["seen"]
         self.rounds = list(state.get("rounds") or [])
         self.rng.bit_generator.state = state["rng"]
@@ -129,11 +127,7 @@ class ReplayBuffer:
             keep = np.sort(self.rng.choice(len(self.samples), size=self.buffer_size, replace=False))
             self.samples = [self.samples[i] for i in keep]
 
-    def _row(self, rows: list[str], number: int) -> Any:
-        try:
-            value = json.loads(rows[number - 1])
-        except json.JSONDecodeError as exc:
-            raise ReplayBufferError(f"{self.path}: line {number} is not valid JSON ({exc.msg})") from None
-        if not isinstance(value, dict):
-            raise ReplayBufferError(f"{self.path}: line {number} is not a JSON object")
-        return value
+    def _sample(self, number: int, row: Any) -> dict[str, Any]:
+        if not isinstance(row, dict):
+            raise ReplayBufferError(f"{self.path}: row {number}: not a JSON object")
+        return row

@@ -38,8 +38,8 @@ import numpy as np
 from agent_framework import Content, Message
 from loguru import logger
 
+from agentlab.eval.dialog import Dialog
 from agentlab.models.toolformat import Chat, Schemas, ToolFormat, render, tool_format
-from agentlab.training.data import Dialog
 
 IGNORE_INDEX = -100
 TASK_TYPES = ("tool_selection", "multi_step_planning", "timing_decision", "tool_retrieval")

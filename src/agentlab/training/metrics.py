@@ -32,8 +32,10 @@ from tau2.data_model.tasks import Action
 from tau2.metrics.agent_metrics import is_successful
 
 from agentlab.eval.metrics import interval, pass_k, reward_intervals, rewards_by_task
-from agentlab.eval.results import scored, write_atomic
+from agentlab.eval.results import scored
 from agentlab.eval.trajectory import Trajectory
+from agentlab.jsonl import write_atomic
+from agentlab.rundir import METRICS_FILE, METRICS_TABLE_FILE
 from agentlab.training.reward import (
     AgentRewardModel,
     agent_calls,
@@ -44,7 +46,6 @@ from agentlab.training.reward import (
     tool_accuracy,
 )
 
-METRICS_JSON, METRICS_MD = "metrics.json", "metrics.md"
 METRIC_NAMES = (
     "tool_selection_accuracy",
     "plan_success_rate",
@@ -143,7 +144,7 @@ def write_report(metrics: Mapping[str, Any], out_dir: str | Path) -> tuple[Path,
     """Write ``metrics.json`` and ``metrics.md`` (the table) into ``out_dir``; return their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    json_path, md_path = out / METRICS_JSON, out / METRICS_MD
+    json_path, md_path = out / METRICS_FILE, out / METRICS_TABLE_FILE
     write_atomic(json_path, json.dumps(metrics, indent=2))
     write_atomic(md_path, markdown_table(metrics))
     return json_path, md_path

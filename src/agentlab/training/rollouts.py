@@ -14,11 +14,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from agentlab.eval.dialog import dialog_of
 from agentlab.eval.harness import Evaluation
 from agentlab.eval.trajectory import Trajectory
 from agentlab.models.base import ChatModel
 from agentlab.models.oracle import OracleModel
-from agentlab.training.data import dialog_of, refuse_held_out
+from agentlab.rundir import EXPERT_DIR, POLICY_DIR
+from agentlab.training.data import refuse_held_out
 from agentlab.training.reward import AgentRewardModel
 from agentlab.training.trainers.base import NothingToTrain
 
@@ -42,11 +44,11 @@ class RolloutSampler:
 
     def rows(self, policy: ChatModel, work_dir: Path) -> list[dict[str, Any]]:
         """The policy's runs, then (with ``include_expert``) the oracle's, one trial per task."""
-        rows = self._rows(self.evaluation(agent=policy), work_dir / "policy")
+        rows = self._rows(self.evaluation(agent=policy), work_dir / POLICY_DIR)
         if self.include_expert:
             oracle = OracleModel()
             expert = self.evaluation(agent=oracle, user=oracle, num_trials=1)
-            rows += self._rows(expert, work_dir / "expert")
+            rows += self._rows(expert, work_dir / EXPERT_DIR)
         return rows
 
     def scored(self, policy: ChatModel, reward: AgentRewardModel, work_dir: Path) -> list[dict[str, Any]]:

@@ -14,17 +14,17 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from loguru import logger
 
-from agentlab.jsonl import write_atomic
+from agentlab.eval.dialog import Dialog
+from agentlab.jsonl import json_line, numbered_rows, write_atomic
+from agentlab.rundir import DATA_DIR, SAMPLE_COUNTS_FILE, SAMPLES_FILE
 from agentlab.training.continual import ReplayBuffer
 from agentlab.training.coreset import CoresetSelector
-from agentlab.training.data import Dialog
 from agentlab.training.formatter import AgentSFTFormatter, Sample
 from agentlab.training.trainers.base import NothingToTrain
 
 if TYPE_CHECKING:
     from agentlab.training.stage import TrainingData
 
-SAMPLES_FILE, SAMPLE_COUNTS_FILE = "samples.jsonl", "sample_counts.json"
 
 
 class DialogSource(Protocol):
@@ -54,17 +54,17 @@ class SFTSamples:
         round's counts (dialogs, formatted, selected, replayed) are written just before the list and read
         back with it, so a resumed run's summary has them as an uninterrupted run's has.
         """
-        path, counts = data.run_dir / "data" / SAMPLES_FILE, data.run_dir / "data" / SAMPLE_COUNTS_FILE
+        path, counts = data.run_dir / DATA_DIR / SAMPLES_FILE, data.run_dir / DATA_DIR / SAMPLE_COUNTS_FILE
         read_back = path.is_file()
         if read_back:
-            rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+            rows = [row for _, row in numbered_rows(path)]
             data.counts.update(json.loads(counts.read_text(encoding="utf-8")) if counts.is_file() else {})
             logger.info(f"training samples read back from {path} ({len(rows)})")
         else:
             rows = self._new_round(data)
             path.parent.mkdir(parents=True, exist_ok=True)  # sources that read a file (dialogs_file) make no data/
             write_atomic(counts, json.dumps(data.counts))
-            write_atomic(path, "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in rows))
+            write_atomic(path, "".join(json_line(s) for s in rows))
         data.counts["samples"] = len(rows)
         if not rows:
             raise NothingToTrain(f"0 training samples this round ({counts_text(data.counts)})")
@@ -86,7 +86,7 @@ class SFTSamples:
         buffer.add_round(new, round_id=round_id)
 
     def _new_round(self, data: TrainingData) -> list[Sample]:
-        dialogs = self.data.dialogs(data.run_dir / "data")
+        dialogs = self.data.dialogs(data.run_dir / DATA_DIR)
         data.counts.update(getattr(self.data, "counts", {}))
         if not dialogs:
             raise NothingToTrain(f"train_data ({type(self.data).__name__}) gave no new dialogs this round ({counts_text(data.counts)})")

@@ -9,8 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agentlab.eval.dialog import Dialog, load_dialogs_jsonl
 from agentlab.eval.protocol import Protocol
-from agentlab.training.data import Dialog, dialogs_from_results, expert_dialogs, load_dialogs_jsonl
+from agentlab.rundir import EXPERT_DIR
+from agentlab.training.data import dialogs_from_results, expert_dialogs
 
 
 @dataclass
@@ -26,7 +28,7 @@ class ExpertDialogs:
 
     def dialogs(self, work_dir: Path) -> list[Dialog]:
         return expert_dialogs(
-            self.domain, self.split, self.num_tasks, self.task_ids, work_dir / "expert", self.max_steps, self.protocol
+            self.domain, self.split, self.num_tasks, self.task_ids, work_dir / EXPERT_DIR, self.max_steps, self.protocol
         )
 
 
@@ -58,7 +60,7 @@ class DialogFile:
 
 
 class NoDialogs:
-    """``train_data=none`` (and ``task_reader=none``'s trace reader): a source that gives no dialogs.
+    """``train_data=none`` (and ``feedback=none``'s trace reader): a source that gives no dialogs.
 
     An algorithm that trains on dialogs (sft) then has nothing to train and says so; dpo and grpo never ask.
     """

@@ -49,19 +49,21 @@ from rich.console import Console
 from rich.table import Table
 
 from agentlab.config import ConfigError
+from agentlab.eval.dialog import Dialog
 from agentlab.eval.domains import Tau2Domain
 from agentlab.eval.harness import Evaluation, per_task_row, select_tasks
-from agentlab.eval.results import ResultStore, write_atomic
+from agentlab.eval.results import ResultStore
+from agentlab.jsonl import write_atomic
 from agentlab.models.local import LocalHFModel
 from agentlab.ranks import from_main, is_main
-from agentlab.tracking.loggers import METRICS_FILE, NullLogger, metrics_of
-from agentlab.training.data import Dialog, dialogs_of_tasks
+from agentlab.rundir import METRICS_FILE, METRICS_TABLE_FILE, SUMMARY_FILE, TRAIN_RESULT_FILE, eval_dir
+from agentlab.tracker import NullLogger, metrics_of
+from agentlab.training.data import dialogs_of_tasks
 from agentlab.training.evaluator import AgentTrainingEvaluator, compare
 from agentlab.training.lineage import AdapterLineage
 from agentlab.training.trainers.base import NothingToTrain, TrainResult
 
 T = TypeVar("T")
-SUMMARY_FILE, TRAIN_RESULT_FILE = "summary.json", "train_result.json"
 
 
 class Algorithm(Protocol):
@@ -198,7 +200,7 @@ class Training:
         tracker.log_table("train/log_history", result.log_history)
         tracker.log_table("eval/comparison", [{"label": k, **v} for k, v in figures.items()])
         for label in evaluations:  # per task, as an eval job logs eval/tasks
-            tracker.log_table(f"eval_{label}/tasks", (per_task_row(row) for row in ResultStore(run_dir / f"eval_{label}").iter_rows()))
+            tracker.log_table(f"eval_{label}/tasks", (per_task_row(row) for row in ResultStore(run_dir / eval_dir(label)).iter_rows()))
         tracker.log_artifact(f"adapter-{self.algo.name}", "model", result.adapter_dir)
         return self._finish(run_dir, summary, started, table, {"train_log": result.log_history, "evaluations": evaluations}, tracker)
 
@@ -223,7 +225,7 @@ class Training:
         write_atomic(run_dir / SUMMARY_FILE, json.dumps(summary, indent=2))
         report = {"metrics": metrics_of(summary), "summary": summary, **details}
         write_atomic(run_dir / METRICS_FILE, json.dumps(report, indent=2))
-        write_atomic(run_dir / "metrics.md", _report(summary, table))
+        write_atomic(run_dir / METRICS_TABLE_FILE, _report(summary, table))
         tracker.finish(summary)
         print_summary(summary, table, run_dir)
         return summary
@@ -249,7 +251,7 @@ class Training:
             return {}
         models = {"base": self.model.with_adapter(self.model.adapter)} if self.compare_base else {}
         models["adapter"] = self.model.with_adapter(str(adapter_dir))
-        return {label: self.evaluator.evaluate(model, run_dir / f"eval_{label}", label) for label, model in models.items()}
+        return {label: self.evaluator.evaluate(model, run_dir / eval_dir(label), label) for label, model in models.items()}
 
 
 def _report(summary: Mapping[str, Any], table: str) -> str:

@@ -20,6 +20,7 @@ from typing import Any
 from loguru import logger
 
 from agentlab.config import ConfigError
+from agentlab.rundir import ADAPTER_DIR, CHECKPOINTS_DIR
 from agentlab.training.hardware import load_base_model
 
 TRAINER_STATE = "trainer_state.json"
@@ -192,7 +193,7 @@ class LoraAlgorithm:
         if not rows:
             raise NothingToTrain(f"{self.name} got no training samples (the data source is empty or fully filtered out)")
         model, tokenizer, peft_config = self.model_and_peft(model_path, init_adapter)
-        checkpoints = Path(output_dir) / "checkpoints"
+        checkpoints = Path(output_dir) / CHECKPOINTS_DIR
         config = config_cls(
             output_dir=str(checkpoints), report_to=[], use_cpu=not torch.cuda.is_available(), save_strategy="steps", save_total_limit=2, **self.args
         )
@@ -211,7 +212,7 @@ class LoraAlgorithm:
         started = time.perf_counter()
         output = trainer.train(resume_from_checkpoint=resume)
         seconds = time.perf_counter() - started
-        adapter_dir = Path(output_dir) / "adapter"
+        adapter_dir = Path(output_dir) / ADAPTER_DIR
         if trainer.is_world_process_zero():
             trainer.model.save_pretrained(adapter_dir)
         trainer.accelerator.wait_for_everyone()

@@ -27,8 +27,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agentlab.eval.dialog import Dialog
 from agentlab.jsonl import json_line, write_atomic
-from agentlab.training.data import Dialog
+from agentlab.rundir import PAIRS_FILE, ROLLOUTS_DIR, SCORED_FILE
 from agentlab.training.formatter import AgentSFTFormatter
 from agentlab.training.reward import AgentRewardModel
 from agentlab.training.rollouts import RolloutSampler
@@ -38,7 +39,6 @@ from agentlab.training.trainers.prefix import PrefixDetached
 if TYPE_CHECKING:
     from agentlab.training.stage import TrainingData
 
-SCORED_FILE, PAIRS_FILE = "scored.jsonl", "pairs.jsonl"
 DPO_MAX_LENGTH = 1024  # trl DPOConfig's default, where the config sets none
 
 
@@ -142,7 +142,7 @@ class DPOAlgorithm(LoraAlgorithm):
 
     def pairs(self, data: TrainingData) -> list[dict[str, Any]]:
         """The policy's (and the expert's) training-task runs, scored (``rollouts/scored.jsonl``) and paired (``pairs.jsonl``)."""
-        folder = data.run_dir / "rollouts"
+        folder = data.run_dir / ROLLOUTS_DIR
         scored = self.rollouts.scored(data.model, self.reward, folder)
         write_atomic(folder / SCORED_FILE, "".join(json_line(s) for s in scored))
         data.counts["rollouts"] = len(scored)

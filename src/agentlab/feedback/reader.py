@@ -22,8 +22,8 @@ from typing import Any
 
 from loguru import logger
 
-from agentlab.tracing.msg import MsgParseError, TraceMessage, from_genai, parse_msg_repr
-from agentlab.tracing.studio import detect_schema, epoch_ns, iso_time, open_readonly
+from agentlab.feedback.msg import MsgParseError, TraceMessage, from_genai, parse_msg_repr
+from agentlab.feedback.studio import detect_schema, epoch_ns, iso_time, open_readonly
 
 _MISSING = object()
 

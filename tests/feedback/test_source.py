@@ -1,4 +1,4 @@
-"""task_reader=tracing: database -> filters (a scripted judge) -> store -> dialogs; incremental; config errors."""
+"""feedback=studio: database -> filters (a scripted judge) -> store -> dialogs; incremental; config errors."""
 
 from __future__ import annotations
 
@@ -9,14 +9,15 @@ from scripted_judge import GOOD, ScriptedModel, bad
 from studio_fixtures import A1, A2, CALL, Q1, Q2, Q5, add_exchange, build_studio_db
 
 from agentlab.config import ConfigError
-from agentlab.tracing.task_reader import TracingTaskReader, answer_turns
+from agentlab.feedback.source import StudioFeedback, answer_turns
+from agentlab.jsonl import numbered_rows
 
 RULE = {"type": "rule", "enabled": True, "params": {"min_length": 2}}
 JUDGE = {"type": "llm_evaluate", "enabled": True, "params": {"custom_rubrics": "Drop answers in Chinese.", "max_thread": 2}}
 
 
-def _reader(tmp_path, database, filters, judge=None, **kwargs) -> TracingTaskReader:
-    return TracingTaskReader(str(database), str(tmp_path / "store" / "tasks.jsonl"), filters, judge, val_ratio=0.0, **kwargs)
+def _reader(tmp_path, database, filters, judge=None, **kwargs) -> StudioFeedback:
+    return StudioFeedback(str(database), str(tmp_path / "store" / "tasks.jsonl"), filters, judge, val_ratio=0.0, **kwargs)
 
 
 def test_judge_drops_are_recorded_and_the_rest_become_dialogs(tmp_path):
@@ -29,7 +30,7 @@ def test_judge_drops_are_recorded_and_the_rest_become_dialogs(tmp_path):
     assert "Drop answers in Chinese." in judge.calls[0][0][0].text  # the custom rubric reaches the judge
     assert reader.counts == {"trace_spans": 8, "trace_pairs": 4, "new_tasks": 3, "kept_tasks": 2, "round_train_tasks": 2, "tasks_total": 2,
                              "dropped_by_rule": 0, "dropped_by_llm_evaluate": 1}
-    [rejected] = [json.loads(line) for line in (tmp_path / "store" / "tasks.rejected.jsonl").read_text().splitlines()]
+    [rejected] = [row for _, row in numbered_rows(tmp_path / "store" / "tasks.rejected.jsonl")]
     assert rejected["filter"] == "llm_evaluate" and "the answer is in Chinese" in rejected["reason"] and rejected["query"] == Q5
     report = json.loads((tmp_path / "round1" / "data" / "tracing.json").read_text())
     assert report["filters"][1] == {"name": "llm_evaluate", "kept": 2, "dropped": 1, "reasons": {"judged BAD": 1}, "cost_usd": 0.0}
@@ -74,8 +75,8 @@ def test_answer_turns_put_calls_before_their_results():
 @pytest.mark.parametrize(
     ("filters", "message"),
     [
-        ([{"type": "bogus"}], "feedback_tracing.filters[0].type: unknown filter type 'bogus'"),
-        ([RULE, {"type": "rule", "params": {"min_len": 3}}], "feedback_tracing.filters[1].params"),
+        ([{"type": "bogus"}], "feedback.filters[0].type: unknown filter type 'bogus'"),
+        ([RULE, {"type": "rule", "params": {"min_len": 3}}], "feedback.filters[1].params"),
         ([{"type": "llm_evaluate"}], "needs a judge model"),
     ],
 )
@@ -86,5 +87,5 @@ def test_filter_config_errors_name_the_key(tmp_path, filters, message):
 
 
 def test_a_bad_database_path_names_the_key(tmp_path):
-    with pytest.raises(ConfigError, match="feedback_tracing.base_url: .*no such file"):
+    with pytest.raises(ConfigError, match="feedback.base_url: .*no such file"):
         _reader(tmp_path, tmp_path / "missing.sqlite", [])

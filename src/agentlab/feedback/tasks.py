@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from agentlab.config import UserError
+from agentlab.feedback.reader import TracePair
 from agentlab.jsonl import append_rows, read_rows
-from agentlab.tracing.reader import TracePair
 
 
 class TaskFileError(UserError):

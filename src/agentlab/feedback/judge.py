@@ -24,7 +24,7 @@ from loguru import logger
 from tqdm import tqdm
 
 from agentlab.config import ConfigError
-from agentlab.tracing.filters import FilterReport, Task
+from agentlab.feedback.filters import FilterReport, Task
 
 Result = Literal["GOOD", "BAD"]
 JUDGED_BAD = "judged BAD"

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from agentlab.tracing.filters import (
+from agentlab.feedback.filters import (
     DeduplicationFilter,
     FilterReport,
     RuleFilter,
     apply_filters,
     build_filters,
 )
-from agentlab.tracing.judge import LLMJudgeFilter
+from agentlab.feedback.judge import LLMJudgeFilter
 
 BOXED = r"\\boxed\{.+?\}"
 
@@ -227,8 +227,8 @@ def test_dotted_path_custom_filter() -> None:
     (custom,) = build_filters([{"type": f"{__name__}.KeepFirst", "params": {"count": 2}}])
     kept, reports = apply_filters([custom], [task("a", "1"), task("b", "2"), task("c", "3")], [])
     assert queries(kept) == ["a", "b"] and reports[0].reasons == {"over the count": 1}
-    with pytest.raises(ValueError, match=r"filters\[0\]\.type: cannot import 'agentlab\.tracing\.nowhere\.Filter'"):
-        build_filters([{"type": "agentlab.tracing.nowhere.Filter"}])
+    with pytest.raises(ValueError, match=r"filters\[0\]\.type: cannot import 'agentlab\.feedback\.nowhere\.Filter'"):
+        build_filters([{"type": "agentlab.feedback.nowhere.Filter"}])
 
 
 def test_unknown_param_names_accepted_params() -> None:

@@ -24,9 +24,9 @@ Task = dict[str, Any]
 Encoder = Callable[[list[str]], np.ndarray]
 
 FILTER_TYPES = {
-    "llm_evaluate": "agentlab.tracing.judge.LLMJudgeFilter",
-    "deduplication": "agentlab.tracing.filters.DeduplicationFilter",
-    "rule": "agentlab.tracing.filters.RuleFilter",
+    "llm_evaluate": "agentlab.feedback.judge.LLMJudgeFilter",
+    "deduplication": "agentlab.feedback.filters.DeduplicationFilter",
+    "rule": "agentlab.feedback.filters.RuleFilter",
 }
 ENTRY_KEYS = ("type", "enabled", "params")
 RULE_FIELDS = ("answer", "query")

@@ -9,9 +9,9 @@ import pytest
 from loguru import logger
 from scripted_judge import GOOD, ScriptedModel, bad
 
+from agentlab.feedback.filters import build_filters
+from agentlab.feedback.judge import REASK, LLMJudgeFilter, Verdict, parse_verdict
 from agentlab.models.pricing import Prices
-from agentlab.tracing.filters import build_filters
-from agentlab.tracing.judge import REASK, LLMJudgeFilter, Verdict, parse_verdict
 
 
 def task(query: str, answer: str = "an answer", history: list[dict[str, str]] | None = None) -> dict[str, Any]:

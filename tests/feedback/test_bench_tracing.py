@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agentlab.tracing.reader import StudioReader
+from agentlab.feedback.reader import StudioReader
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 from bench_tracing import SCHEMAS, generate

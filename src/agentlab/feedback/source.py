@@ -1,6 +1,6 @@
-"""``task_reader=tracing``: a Studio database -> new pairs -> filters -> the task store -> training dialogs.
+"""``feedback=studio``: a Studio database -> new pairs -> filters -> the task store -> training dialogs.
 
-Seed 004's data feedback, as a ``stage=train`` data source (``dialogs(work_dir)``): each training round
+Trace feedback, as a ``stage=train`` data source (``dialogs(work_dir)``): each training round
 reads the database again, and only pairs never seen before go through the filters; the kept ones are
 appended to ``train_output_path`` with the round that added them, and the round trains on its own new
 train-split tasks (the stage's replay buffer adds earlier rounds). A re-run into the same run dir finds
@@ -21,15 +21,14 @@ from typing import Any
 from loguru import logger
 
 from agentlab.config import ConfigError
-from agentlab.eval.results import write_atomic
-from agentlab.tracing.filters import apply_filters, build_filters
-from agentlab.tracing.msg import TraceMessage
-from agentlab.tracing.reader import StudioReader
-from agentlab.tracing.studio import StudioError
-from agentlab.tracing.tasks import TaskStore
-from agentlab.training.data import Dialog, DialogError, domain_prompt, parse_dialog
-
-REPORT_FILE = "tracing.json"
+from agentlab.eval.dialog import Dialog, DialogError, domain_prompt, parse_dialog
+from agentlab.feedback.filters import apply_filters, build_filters
+from agentlab.feedback.msg import TraceMessage
+from agentlab.feedback.reader import StudioReader
+from agentlab.feedback.studio import StudioError
+from agentlab.feedback.tasks import TaskStore
+from agentlab.jsonl import write_atomic
+from agentlab.rundir import FEEDBACK_REPORT_FILE
 
 
 def answer_turns(blocks: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -59,8 +58,8 @@ def answer_turns(blocks: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return turns
 
 
-class TracingTaskReader:
-    """The ``feedback_tracing`` settings, built: the database, the task store and the filters."""
+class StudioFeedback:
+    """The ``feedback`` settings, built: the database, the task store and the filters."""
 
     def __init__(
         self,
@@ -78,11 +77,11 @@ class TracingTaskReader:
         try:
             self.reader = StudioReader(base_url, agent_spans, max_history)
         except StudioError as exc:
-            raise StudioError(f"feedback_tracing.base_url: {exc}") from exc
+            raise StudioError(f"feedback.base_url: {exc}") from exc
         try:
             self.filters = build_filters(list(filters or []), judge)
         except ConfigError as exc:
-            raise ConfigError(f"feedback_tracing.{exc}") from exc
+            raise ConfigError(f"feedback.{exc}") from exc
         self.store = TaskStore(train_output_path, val_ratio, seed)
         self.domain, self.system_prompt = domain, system_prompt
         self.counts: dict[str, int] = {}
@@ -115,7 +114,7 @@ class TracingTaskReader:
         dialogs = [d for d in (self._dialog(t, system, tools) for t in tasks) if d is not None]
         report.update(round_train=len(tasks), round_val=len(self.store.round_tasks(round_id, "val")), dialogs=len(dialogs))
         work_dir.mkdir(parents=True, exist_ok=True)
-        write_atomic(work_dir / REPORT_FILE, json.dumps(report, indent=2))
+        write_atomic(work_dir / FEEDBACK_REPORT_FILE, json.dumps(report, indent=2))
         self.counts = {"trace_spans": report["read"]["spans"], "trace_pairs": report["read"]["pairs"], "new_tasks": report["new"],
                        "kept_tasks": report["kept"], "round_train_tasks": len(tasks), "tasks_total": report["tasks_total"],
                        **{f"dropped_by_{f['name']}": f["dropped"] for f in report["filters"]},

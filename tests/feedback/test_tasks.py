@@ -8,8 +8,8 @@ import json
 import pytest
 from studio_fixtures import PAIRS, build_studio_db
 
-from agentlab.tracing.reader import StudioReader, TracePair
-from agentlab.tracing.tasks import TaskFileError, TaskStore, split_of, task_id
+from agentlab.feedback.reader import StudioReader, TracePair
+from agentlab.feedback.tasks import TaskFileError, TaskStore, split_of, task_id
 
 
 def _pair(query: str, answer: str) -> TracePair:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from agentlab.eval.domains import Tau2Domain
-from agentlab.tracing.reader import StudioReader, TracePair
+from agentlab.feedback.reader import StudioReader, TracePair
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 from traced_agent import build_agent, main, parse_args, run_conversations, selected_tasks, write_traces
@@ -135,7 +135,7 @@ def test_cli_appends_new_conversations(rows, tmp_path, capsys):
     assert len({p.conversation_id for p in pairs}) == len(rows) + 1
     assert len(pairs) == len(first) + 1  # no follow-up: the plain oracle user, one agent turn
     out = capsys.readouterr().out
-    assert f"feedback_tracing.base_url={path.resolve()}" in out and "conversations written" in out
+    assert f"feedback.base_url={path.resolve()}" in out and "conversations written" in out
 
 
 def test_refuses_the_held_out_split(tmp_path):

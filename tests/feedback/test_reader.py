@@ -8,8 +8,8 @@ import sqlite3
 import pytest
 from studio_fixtures import A2, CALL, PAIRS, Q2, RESULT, SKIPPED, add_exchange, build_studio_db
 
-from agentlab.tracing.reader import StudioReader, attribute
-from agentlab.tracing.studio import StudioError
+from agentlab.feedback.reader import StudioReader, attribute
+from agentlab.feedback.studio import StudioError
 
 VARIANTS = {  # id -> (schema, flat attribute keys, GenAI messages as JSON text)
     "old": ("old", False, False),

@@ -1,4 +1,4 @@
-"""Studio databases of both schemas holding the hard cases, built span by span for the tracing tests.
+"""Studio databases of both schemas holding the hard cases, built span by span for the feedback tests.
 
 Conversation ``run-a`` (agent ``Friday``), in time order:
   1. apostrophes in the question and the answer
@@ -18,8 +18,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from agentlab.tracing.msg import TraceMessage
-from agentlab.tracing.studio import SpanRecord, StudioWriter, reply_attributes
+from agentlab.feedback.msg import TraceMessage
+from agentlab.feedback.studio import SpanRecord, StudioWriter, reply_attributes
 
 Q1, A1 = "What's 17*23? I can't do it in my head.", "It's 391 - don't worry, that's a tricky one."
 Q2 = 'He said "book it" and it\'s urgent: cancel XEHM4B'

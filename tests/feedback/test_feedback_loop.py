@@ -1,4 +1,4 @@
-"""experiment=feedback_tracing end to end on a tiny model: read -> filter -> train -> evaluate, round after round."""
+"""experiment=feedback_sft end to end on a tiny model: read -> filter -> train -> evaluate, round after round."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 from studio_fixtures import add_exchange, build_studio_db
 from transformers import AutoTokenizer
 
+from agentlab.jsonl import numbered_rows
 from agentlab.models.smollm2 import smollm2_dir
 from agentlab.models.tiny import save_tiny_llama
 
@@ -22,11 +23,11 @@ def tiny_agent(tmp_path_factory) -> Path:
 
 def _overrides(tiny_agent: Path, tmp_path: Path, database: Path) -> list[str]:
     return [
-        "+experiment=feedback_tracing",
-        f"feedback_tracing.base_url={database}",
-        f"feedback_tracing.train_output_path={tmp_path}/feedback/tasks.jsonl",
-        "feedback_tracing.val_ratio=0.0",
-        "feedback_tracing.filters.2.enabled=false",  # the judge is tested with a scripted model elsewhere
+        "+experiment=feedback_sft",
+        f"feedback.base_url={database}",
+        f"feedback.train_output_path={tmp_path}/feedback/tasks.jsonl",
+        "feedback.val_ratio=0.0",
+        "feedback.filters.2.enabled=false",  # the judge is tested with a scripted model elsewhere
         f"stage.lineage.path={tmp_path}/feedback/rounds.jsonl",
         f"continual.path={tmp_path}/feedback/replay.jsonl",
         "model@agent=hf_local",
@@ -70,7 +71,7 @@ def test_rounds_train_only_on_new_traces_and_continue_the_last_adapter(compose_c
     assert third["data/new_tasks"] == 1 and third["data/dialogs"] == 1
     assert third["started_from"] == str((tmp_path / "round1" / "adapter").resolve())
     assert third["data/replayed"] >= 1  # earlier rounds' samples join the new one
-    rounds = [json.loads(line) for line in (tmp_path / "feedback" / "rounds.jsonl").read_text().splitlines()]
+    rounds = [row for _, row in numbered_rows(tmp_path / "feedback" / "rounds.jsonl")]
     assert [r["round"] for r in rounds] == [1, 2] and rounds[1]["started_from"] == third["started_from"]
 
 
@@ -79,7 +80,7 @@ def test_a_rerun_of_a_round_finds_its_tasks_again(compose_cfg, tiny_agent, tmp_p
     database = build_studio_db(tmp_path / "database.sqlite", "old")
     overrides = [*_overrides(tiny_agent, tmp_path, database), "stage.evaluator=null"]
     cfg = compose_cfg(*overrides)
-    reader = instantiate(cfg.feedback_tracing)
+    reader = instantiate(cfg.feedback)
     assert len(reader.dialogs(tmp_path / "round1" / "data")) == 3  # filtered and stored; then the process died
     summary = _round(compose_cfg, overrides, tmp_path / "round1")
     assert summary["trained"] is True and summary["data/new_tasks"] == 0 and summary["data/dialogs"] == 3

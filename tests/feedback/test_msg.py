@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from agentlab.tracing.msg import (
+from agentlab.feedback.msg import (
     MsgParseError,
     TraceMessage,
     from_genai,

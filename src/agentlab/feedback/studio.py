@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from agentlab.config import ConfigError
-from agentlab.tracing.msg import TraceMessage, msg_repr, to_genai
+from agentlab.feedback.msg import TraceMessage, msg_repr, to_genai
 
 SCHEMAS: dict[str, frozenset[str]] = {
     "old": frozenset(("id", "traceId", "parentSpanId", "name", "spanKind", "attributes", "startTime", "status", "run_id")),

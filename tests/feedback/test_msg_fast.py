@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from studio_fixtures import _Builder, build_studio_db
 
-from agentlab.tracing import msg
-from agentlab.tracing.msg import MsgParseError, TraceMessage, msg_repr, parse_msg_repr
-from agentlab.tracing.reader import StudioReader
-from agentlab.tracing.studio import StudioWriter
+from agentlab.feedback import msg
+from agentlab.feedback.msg import MsgParseError, TraceMessage, msg_repr, parse_msg_repr
+from agentlab.feedback.reader import StudioReader
+from agentlab.feedback.studio import StudioWriter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 from bench_tracing import SCHEMAS, generate
