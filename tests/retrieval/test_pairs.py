@@ -99,3 +99,23 @@ def test_expert_pairs_come_from_train_tasks_and_name_the_oracles_next_tool(tmp_p
     assert [p.tool for p in pairs] == [f"airline/{name}" for name in calls]
     gold = {a.name for d in dialogs for a in airline.task(d.metadata["task_id"]).evaluation_criteria.actions}
     assert {p.tool.split("/")[1] for p in pairs} <= gold  # the oracle calls the gold actions
+
+
+def test_studio_trace_dialogs_give_pairs_by_their_tools_name(tmp_path):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tracing"))
+    from studio_fixtures import Q2, build_studio_db
+
+    from agentlab.tracing.task_reader import TracingTaskReader
+
+    reader = TracingTaskReader(
+        str(build_studio_db(tmp_path / "studio.sqlite", "old")),
+        str(tmp_path / "tasks.jsonl"),
+        [],
+        val_ratio=0.0,
+        domain="airline",
+    )
+    pairs = pairs_of(reader.dialogs(tmp_path / "data"), domain_tools("airline") + domain_tools("retail"))
+    assert [p.tool for p in pairs] == ["airline/cancel_reservation"] and Q2 in pairs[0].query

@@ -148,3 +148,17 @@ def test_bad_retriever_input_exits_2_in_one_paragraph(tmp_path, tiny_encoder_dir
     assert "\n" not in message and "Traceback" not in message, message
     assert says in message, message
     assert not (tmp_path / "run" / "data").exists()  # refused before any oracle run
+
+
+def test_stage_retriever_composes_with_its_own_objective_and_sources_as_objects(compose_cfg):
+    from hydra.utils import instantiate
+
+    from agentlab.config import check_config
+
+    cfg = compose_cfg("stage=retriever", "stage.catalog.distractors=500")
+    check_config(cfg)
+    assert cfg.optimized_metric == "eval/mrr" and compose_cfg("stage=eval").optimized_metric == "eval/avg_reward"
+    stage = instantiate(cfg.stage)
+    assert isinstance(stage, RetrieverTraining) and stage.catalog.distractors == 500
+    assert {type(s).__name__ for s in stage.sources.values()} == {"ExpertDialogs"}
+    assert {s.domain for s in stage.held_out.values()} == {"airline", "retail", "telecom"}
