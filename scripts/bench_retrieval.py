@@ -27,11 +27,11 @@ def main() -> None:
     parser.add_argument(
         "--work", default="outputs/bench_retrieval", help="the oracle's runs and the adapter (re-runs reuse them)"
     )
-    parser.add_argument("--distractors", default="0,450,1950", help="distractor counts, one catalog per count")
-    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--distractors", default="0,450,1950,4950", help="distractor counts, one catalog per count")
+    parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--hard-negatives", type=int, default=1)
-    parser.add_argument("--learning-rate", type=float, default=2e-4)
+    parser.add_argument("--learning-rate", type=float, default=5e-4)
     parser.add_argument("--num-layers", type=int, default=6, help="SmolLM2 layers kept in the encoder (of 30)")
     parser.add_argument("--max-query-tokens", type=int, default=96)
     parser.add_argument("--max-tool-tokens", type=int, default=32)
@@ -114,7 +114,10 @@ def main() -> None:
 
     figures["untrained"] = encoder_figures(encoder.with_adapter(None), "untrained")
 
-    adapter_dir = work / "adapter"
+    adapter_dir = work / (  # one adapter per training setting: a re-run with other settings trains anew
+        f"adapter-layers{args.num_layers}-steps{args.steps}-lr{args.learning_rate:g}-batch{args.batch_size}"
+        f"-neg{args.hard_negatives}-q{args.max_query_tokens}-t{args.max_tool_tokens}"
+    )
     history: list[dict] = []
     if not (adapter_dir / ADAPTER_RECORD).is_file():
         trainer = ContrastiveTrainer(

@@ -37,7 +37,7 @@ def info_nce(queries: Any, candidates: Any, labels: Any, temperature: float) -> 
 class ContrastiveTrainer:
     """The training loop's settings: AdamW on the adapter's weights for ``max_steps`` batches of ``batch_size`` pairs."""
 
-    learning_rate: float = 2.0e-4
+    learning_rate: float = 5.0e-4
     max_steps: int = 100
     batch_size: int = 8
     hard_negatives: int = 1
