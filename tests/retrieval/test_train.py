@@ -43,6 +43,7 @@ def test_the_loss_goes_down_over_steps_and_the_trained_index_ranks_the_tool_firs
     tools = domain_tools("airline")
     pairs = _pairs(tools)
     encoder = Encoder(str(tiny_encoder_dir), max_query_tokens=32, max_tool_tokens=32)
+    before = ToolIndex.build(encoder, tools)  # loaded for inference first: training loads it again, trainable
     logged = []
     history = ContrastiveTrainer(max_steps=40, batch_size=8, learning_rate=3e-3, hard_negatives=2).fit(
         encoder, pairs, tools, lambda figures, step: logged.append((step, figures["loss"]))
@@ -53,6 +54,7 @@ def test_the_loss_goes_down_over_steps_and_the_trained_index_ranks_the_tool_firs
     encoder.save(tmp_path / "adapter", {"log_history": history})
     trained = encoder.with_adapter(tmp_path / "adapter")
     index = ToolIndex.build(trained, tools)
+    assert not np.allclose(index.matrix, before.matrix)
     assert index.matrix.shape[0] == len(tools) and np.allclose(np.linalg.norm(index.matrix, axis=1), 1.0, atol=1e-5)
     top = index.top_k(trained.embed([p.query for p in pairs], "query"), 3)
     assert sum(row[0] == p.tool for row, p in zip(top, pairs, strict=True)) >= len(pairs) - 2

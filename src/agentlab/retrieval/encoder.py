@@ -54,6 +54,7 @@ class Encoder:
         self.batch_size = batch_size
         self.lora = LoraSettings(**(lora or {}))
         self._loaded: tuple[Any, Any] | None = None
+        self._trainable = False
 
     def with_adapter(self, adapter: str | Path | None) -> Encoder:
         """The same encoder settings with ``adapter`` (None: the base alone), not yet loaded."""
@@ -102,8 +103,11 @@ class Encoder:
             )
 
     def load(self, trainable: bool = False) -> tuple[Any, Any]:
-        """(tokenizer, model): the base (its first ``num_layers``), with the saved adapter or, to train, a fresh LoRA."""
-        if self._loaded is not None:
+        """(tokenizer, model): the base (its first ``num_layers``), with the saved adapter or, to train, a fresh LoRA.
+
+        Loaded once; asking to train an encoder loaded for inference loads it again, trainable.
+        """
+        if self._loaded is not None and (self._trainable or not trainable):
             return self._loaded
         from peft import LoraConfig, PeftModel, get_peft_model
         from transformers import AutoModel, AutoTokenizer
@@ -136,7 +140,7 @@ class Encoder:
             )
             model = get_peft_model(model, config)
         model.train(trainable)
-        self._loaded = (tokenizer, model)
+        self._loaded, self._trainable = (tokenizer, model), trainable
         return self._loaded
 
     def encode(self, texts: list[str], kind: str) -> Any:
