@@ -110,13 +110,15 @@ def expert_dialogs(
     run_dir: str | Path | None = None,
     max_steps: int = 200,
     protocol: Protocol | None = None,
+    allow_held_out: bool = False,
 ) -> list[Dialog]:
     """Gold trajectories: the oracle plays ``split``'s tasks through the real harness; reward-1.0 runs are kept.
 
     The conversations go through the same runner (playing by ``protocol``, default tau2's), tools and evaluator
     as any evaluation, so the tool results are the environment's own. ``run_dir`` keeps the run (and resumes it; rows of other tasks
     already there are ignored); by default a temporary directory is used. Refuses the held-out ``test``
-    split, and any selection that includes its tasks, before anything runs.
+    split, and any selection that includes its tasks, before anything runs, unless ``allow_held_out`` (gold runs
+    to measure on, such as a retriever's held-out queries, never to train on).
     """
     tau2_domain = Tau2Domain(domain)
     oracle = OracleModel()
@@ -132,7 +134,8 @@ def expert_dialogs(
         progress=False,
     )
     tasks = evaluation.tasks()
-    refuse_held_out(tasks, tau2_domain, split)
+    if not allow_held_out:
+        refuse_held_out(tasks, tau2_domain, split)
     ungraded = [t.id for t in tasks if t.evaluation_criteria is None]
     if ungraded:
         raise ConfigError(
