@@ -9,7 +9,7 @@ from conftest import ROOT
 
 PACKAGE = ROOT / "src" / "agentlab"
 # lowest first; "" is the small shared modules at src/agentlab/*.py (errors, config checks, JSONL, run-dir names, ...)
-LAYERS = ("", "models", "eval", "feedback", "training", "tracking", "entry")
+LAYERS = ("", "models", "eval", "feedback", "training", "retrieval", "tracking", "entry")
 ENTRY_POINTS = frozenset({"run", "compare", "dashboard", "view"})
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from agentlab.config import ConfigError
+from agentlab.eval.dialog import Dialog
 from agentlab.retrieval.catalog import domain_tools
 from agentlab.retrieval.pairs import pairs_of, refuse_held_out_dialogs
-from agentlab.training.data import Dialog
 from agentlab.training.sources import ExpertDialogs
 
 
@@ -105,12 +105,12 @@ def test_studio_trace_dialogs_give_pairs_by_their_tools_name(tmp_path):
     import sys
     from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tracing"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "feedback"))
     from studio_fixtures import Q2, build_studio_db
 
-    from agentlab.tracing.task_reader import TracingTaskReader
+    from agentlab.feedback.source import StudioFeedback
 
-    reader = TracingTaskReader(
+    reader = StudioFeedback(
         str(build_studio_db(tmp_path / "studio.sqlite", "old")),
         str(tmp_path / "tasks.jsonl"),
         [],

@@ -17,7 +17,8 @@ from agentlab.retrieval.encoder import Encoder
 from agentlab.retrieval.pairs import HeldOutDialogs, Pair
 from agentlab.retrieval.stage import RetrieverTraining
 from agentlab.retrieval.train import ContrastiveTrainer, ToolIndex
-from agentlab.tracking.loggers import NullLogger, train_history
+from agentlab.tracker import NullLogger
+from agentlab.tracking.loggers import train_history
 from agentlab.training.sources import ExpertDialogs
 
 

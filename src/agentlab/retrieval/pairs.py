@@ -2,7 +2,7 @@
 
 Dialogs come from the training data sources (``agentlab.training.sources``: the oracle's expert runs,
 evaluation ``results.jsonl`` files filtered by reward, dialog files) and the Studio trace reader
-(``agentlab.tracing.task_reader``), each with ``dialogs(work_dir)``; this module only cuts them into pairs.
+(``agentlab.feedback.source``), each with ``dialogs(work_dir)``; this module only cuts them into pairs.
 Every assistant turn that calls tools gives one pair per distinct tool it calls, its query the turns
 before it. A pair's tool is a catalog id: the dialog's domain (``metadata.domain``) and the tool name, or,
 for a dialog that names no domain (traces, external files), the one catalog tool of that name.
@@ -23,10 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from agentlab.config import ConfigError
+from agentlab.eval.dialog import Dialog
 from agentlab.eval.domains import Tau2Domain
 from agentlab.eval.protocol import Protocol
 from agentlab.retrieval.catalog import CatalogTool
-from agentlab.training.data import HELD_OUT_SPLIT, Dialog, dialogs_of_tasks, expert_dialogs
+from agentlab.training.data import HELD_OUT_SPLIT, dialogs_of_tasks, expert_dialogs
 
 RESULT_CHARS = 300  # a tool result's text kept in a query (results can be whole database rows)
 

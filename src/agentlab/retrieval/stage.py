@@ -25,14 +25,15 @@ from typing import Any
 
 from loguru import logger
 
-from agentlab.eval.results import write_atomic
+from agentlab.jsonl import write_atomic
 from agentlab.retrieval.bm25 import BM25Retriever
 from agentlab.retrieval.catalog import CatalogTool, ToolCatalog, write_catalog_file
 from agentlab.retrieval.encoder import ADAPTER_RECORD, Encoder
 from agentlab.retrieval.metrics import ranks, retrieval_metrics
 from agentlab.retrieval.pairs import Pair, pairs_of, refuse_held_out_dialogs, write_pairs
 from agentlab.retrieval.train import INDEX_FILE, ContrastiveTrainer, ToolIndex
-from agentlab.tracking.loggers import METRICS_FILE, NullLogger, metrics_of
+from agentlab.rundir import METRICS_FILE
+from agentlab.tracker import NullLogger, metrics_of
 from agentlab.training.trainers.base import NothingToTrain
 
 
