@@ -88,3 +88,23 @@ def test_wheel_runs_the_readme_user_config_example_outside_the_checkout(tmp_path
 
     _run([str(bin_dir / "agentlab-compare"), str(run_dir)], work, env)  # the report's console script, installed too
     assert list((run_dir / "compare").glob("*.html"))
+
+
+def test_a_user_config_dir_adds_options_to_every_group(tmp_path: Path) -> None:
+    """Options of one's own in any group (a model, a domain, an experiment using both) compose beside the packaged ones."""
+    mine = tmp_path / "my_configs"
+    for group, text in {
+        "model/my_agent.yaml": "_target_: agentlab.models.oracle.OracleModel\n",
+        "domain/my_retail.yaml": "_target_: agentlab.eval.domains.Tau2Domain\nname: retail\n",
+        "experiment/mine.yaml": (
+            "# @package _global_\ndefaults:\n  - override /model@agent: my_agent\n  - override /domain: my_retail\n"
+            "experiment_name: mine\n"
+        ),
+    }.items():
+        (mine / group).parent.mkdir(parents=True, exist_ok=True)
+        (mine / group).write_text(text, encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    for args in (["--config-dir", str(mine)], [f"hydra.searchpath=[file://{mine}]"]):
+        done = _run([sys.executable, "-m", "agentlab.run", *args, "+experiment=mine", "--cfg", "job"], tmp_path, env)
+        assert "name: retail" in done.stdout and "agentlab.models.oracle.OracleModel" in done.stdout
+        assert "experiment_name: mine" in done.stdout
