@@ -205,21 +205,20 @@ class HFEncoder:
 
     def _load(self) -> tuple[Any, Any]:
         if self._loaded is None:
-            from transformers import AutoModel, AutoTokenizer
+            from transformers import AutoModel
 
+            from agentlab.models.embedding import pooling_tokenizer
             from agentlab.models.smollm2 import smollm2_dir
 
             path = self.model_path or str(smollm2_dir())
             logger.info(f"deduplication: loading the embedding model from {path}")
-            tokenizer = AutoTokenizer.from_pretrained(path)
-            tokenizer.padding_side = "right"  # mean pooling uses the mask; right padding keeps positions natural
-            if tokenizer.pad_token is None:
-                tokenizer.pad_token = tokenizer.eos_token
-            self._loaded = (tokenizer, AutoModel.from_pretrained(path).eval())
+            self._loaded = (pooling_tokenizer(path), AutoModel.from_pretrained(path).eval())
         return self._loaded
 
     def __call__(self, texts: list[str]) -> np.ndarray:
         import torch
+
+        from agentlab.models.embedding import mean_pool
 
         tokenizer, model = self._load()
         batches = []
@@ -233,8 +232,7 @@ class HFEncoder:
                     return_tensors="pt",
                 ).to(model.device)
                 hidden = model(**batch).last_hidden_state
-                mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-                batches.append(((hidden * mask).sum(1) / mask.sum(1).clamp(min=1)).float().cpu().numpy())
+                batches.append(mean_pool(hidden, batch["attention_mask"]).float().cpu().numpy())
         return np.concatenate(batches)
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from agentlab.config import ConfigError, UserError
+from agentlab.models.embedding import mean_pool, pooling_tokenizer
 from agentlab.training.trainers.base import LoraSettings
 
 ADAPTER_RECORD = "retriever.json"  # written last: an adapter folder with it is complete
@@ -28,12 +29,6 @@ QUERY_SUFFIX, TOOL_PREFIX = "\nThe tool to call next:", "Tool "
 
 class RetrieverAdapterError(UserError):
     """A retriever adapter that is not one, or was trained for another encoder."""
-
-
-def mean_pool(hidden: Any, mask: Any) -> Any:
-    """The mean of the non-padding positions' hidden states, one row per text."""
-    weights = mask.unsqueeze(-1).to(hidden.dtype)
-    return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
 
 
 class Encoder:
@@ -110,15 +105,12 @@ class Encoder:
         if self._loaded is not None and (self._trainable or not trainable):
             return self._loaded
         from peft import LoraConfig, PeftModel, get_peft_model
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoModel
 
         if self.adapter:
             self.check_adapter(self.adapter)
         path = self.base_path()
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        tokenizer.padding_side = "right"
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
+        tokenizer = pooling_tokenizer(path)
         model = AutoModel.from_pretrained(path)
         if self.num_layers is not None and not hasattr(model, "layers"):
             raise ConfigError(
