@@ -34,6 +34,7 @@ WRONG_TYPES = {  # group -> (overrides that pick an option, the bad override, wh
     "rl_algo": (["rl_algo=sft"], "rl_algo.learning_rate=fast", "rl_algo.learning_rate='fast' is not allowed"),
     "train_data": (["train_data=results", "train_data.path=r.jsonl"], "train_data.min_reward=high", "train_data.min_reward='high' is not allowed"),
     "feedback": (["feedback=studio"], "feedback.max_history=long", "feedback.max_history='long' is not allowed"),
+    "tool_retrieval": (["tool_retrieval=bm25"], "tool_retrieval.top_k=many", "tool_retrieval.top_k='many' is not allowed; agentlab.retrieval.offer.RetrievedTools expects int"),
     "hardware": ([], "hardware.lora_r=wide", "hardware.lora_r='wide' is not allowed; expected an integer >= 1"),
     "hparams_search": (["hparams_search=optuna", "+experiment=sft_airline"], "hydra.sweeper.n_trials=many", "n_trials"),
     "experiment": (["+experiment=tau2_airline"], "num_trials=once", "num_trials='once' is not allowed; expected an integer >= 1"),

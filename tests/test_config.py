@@ -20,6 +20,7 @@ EXTRA = {  # options with a mandatory key, or that need another group's option
     "studio": "feedback.base_url={studio_db}",
     "results": "{slot}.path=/runs/any/results.jsonl",
     "dialogs_file": "{slot}.path=/data/any/dialogs.jsonl",
+    "trained": "{slot}.ranker.encoder.adapter=/runs/any/adapter",
     "train": "rl_algo=sft",
 }
 

@@ -21,7 +21,7 @@ from tau2.user.base import BaseUser, UserState
 from tau2.user.user_simulator import UserSimulator, get_global_user_sim_guidelines
 
 from agentlab.eval.domains import Tau2Domain
-from agentlab.eval.runner import TaskRunner, without_unknown_calls
+from agentlab.eval.runner import TaskRunner, without_unrun_calls
 from agentlab.eval.trajectory import training_turns
 from agentlab.models.oracle import (
     TASK_MARKER,
@@ -201,7 +201,7 @@ def test_a_user_call_to_a_tool_it_lacks_is_not_replayed():
         ),
         ToolMessage(id="u2", role="tool", content="Data Roaming is now ON.", requestor="user"),
     ]
-    kept = without_unknown_calls(messages, frozenset({"get_customer_by_phone"}), frozenset({"toggle_roaming"}))
+    kept = without_unrun_calls(messages, frozenset({"get_customer_by_phone"}), frozenset({"toggle_roaming"}))
     assert [getattr(m, "id", None) or m.tool_calls[0].id for m in kept] == ["u2", "u2"]
 
 

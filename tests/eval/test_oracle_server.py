@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from agent_framework import BaseChatClient, ChatMiddlewareLayer
 
 from agentlab.eval.domains import Tau2Domain
 from agentlab.eval.harness import Evaluation
@@ -71,3 +72,32 @@ def _scenario(task) -> str:
 
 def _shape(task) -> tuple[str, ...]:
     return tuple(side for side, _ in gold_runs(task))
+
+
+@pytest.mark.parametrize("max_steps", [4, 9, 200])
+def test_in_process_clients_count_steps_as_the_openai_client_does(airline, max_steps):
+    """The runner's step counting and mid-turn limits are chat middleware: the in-process oracle (and the local
+    model's client, built the same way) runs them as the OpenAI client does, so limits cut at the same message."""
+    import asyncio
+
+    from agentlab.models.local import LocalChatClient
+    from agentlab.models.oracle import OracleModel
+
+    task = next(t for t in airline.tasks("base") if t.id == "39")
+    runner = TaskRunner(airline, max_steps=max_steps)
+
+    async def over_http(base_url: str):
+        agent, user = OpenAIModel(AGENT_MODEL, base_url=base_url), OpenAIModel(USER_MODEL, base_url=base_url)
+        try:
+            return await runner.run(task, agent.client(task, "agent"), user.client(task, "user"))
+        finally:
+            await asyncio.gather(agent.aclose(), user.aclose())
+
+    with OracleServer([task]) as server:
+        http = asyncio.run(over_http(server.base_url))
+    oracle = OracleModel()
+    in_process = asyncio.run(runner.run(task, oracle.client(task, "agent"), oracle.client(task, "user")))
+    assert (in_process.steps, in_process.termination_reason) == (http.steps, http.termination_reason)
+    assert len(in_process.messages) == len(http.messages)
+    assert in_process.steps == len(in_process.messages) - 1 or in_process.termination_reason.value == "max_steps"
+    assert LocalChatClient.__mro__.index(ChatMiddlewareLayer) < LocalChatClient.__mro__.index(BaseChatClient)

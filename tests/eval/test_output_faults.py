@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from agentlab.eval.harness import Evaluation
-from agentlab.eval.runner import TaskRunner, tool_errors, without_unknown_calls
+from agentlab.eval.runner import TaskRunner, tool_errors, without_unrun_calls
 from agentlab.jsonl import numbered_rows
 from agentlab.models.fault_server import ENDLESS_TEXT, FaultPlan, FaultServer
 from agentlab.models.openai_compat import OpenAIModel
@@ -47,6 +47,7 @@ def _results_of(row: dict, prefix: str = "fault_") -> list[str]:
         ("unknown_tool", 'Error: Requested function "lookup_everything" not found.'),
         ("bad_arguments", "Error: AirlineTools.book_reservation() got an unexpected keyword argument 'no_such_argument'"),
         ("invalid_json_arguments", "Error: AirlineTools.book_reservation() got an unexpected keyword argument 'raw'"),
+        ("extra_argument", "Error: AirlineTools.get_user_details() got an unexpected keyword argument 'status'"),
     ],
 )
 def test_a_malformed_call_gets_a_tool_error_and_the_task_goes_on(airline, tmp_path, fault, says):
@@ -103,9 +104,31 @@ def test_unknown_calls_are_left_out_of_the_replay_only():
         AssistantMessage(role="assistant", content=None, tool_calls=[ToolCall(id="c", name="nope", arguments={})]),
         ToolMessage(id="c", role="tool", content="Error: not found", error=True),
     ]
-    kept = without_unknown_calls(messages, frozenset({"get_user_details"}))
+    kept = without_unrun_calls(messages, frozenset({"get_user_details"}))
     assert [(m.role, getattr(m, "id", None)) for m in kept] == [("assistant", None), ("tool", "a")]
     assert [c.id for c in kept[0].tool_calls] == ["a"] and len(messages[0].tool_calls) == 2  # the record is untouched
+
+
+def test_calls_answered_not_found_are_left_out_by_position_even_with_repeated_ids():
+    from tau2.data_model.message import AssistantMessage, ToolCall, ToolMessage
+
+    from agentlab.eval.offer import not_found
+
+    def call(name: str) -> AssistantMessage:  # a local model's ids repeat: every call is call_0
+        return AssistantMessage(
+            role="assistant", content=None, tool_calls=[ToolCall(id="call_0", name=name, arguments={})]
+        )
+
+    messages = [
+        call("get_user_details"),
+        ToolMessage(id="call_0", role="tool", content=not_found("get_user_details"), error=True),  # not offered
+        call("get_user_details"),
+        ToolMessage(id="call_0", role="tool", content="{}"),
+        call("search_direct_flight"),
+        ToolMessage(id="call_0", role="tool", content="[]"),
+    ]
+    kept = without_unrun_calls(messages, frozenset({"get_user_details", "search_direct_flight"}))
+    assert kept == messages[2:]
 
 
 def test_the_assistant_reads_why_a_call_failed(airline):
@@ -115,3 +138,13 @@ def test_the_assistant_reads_why_a_call_failed(airline):
     client = OracleModel().client(task, "agent")
     TaskRunner(airline).assistant_agent(client, task)
     assert client.function_invocation_configuration["include_detailed_errors"] is True
+    assert (
+        client.function_invocation_configuration["max_consecutive_errors_per_request"]
+        == TaskRunner(airline).max_tool_rounds
+    )
+
+
+def test_calls_failing_in_a_row_do_not_end_the_turn_before_max_errors(airline, tmp_path):
+    """agent-framework would stop a turn's tool loop after 3 failing batches in a row; tau2 lets the agent go on."""
+    row = _run(airline, tmp_path, ["unknown_tool"] * 5)
+    assert len(_results_of(row)) == 5 and row["reward"] == 1.0 and row["termination_reason"] == "user_stop"

@@ -96,7 +96,7 @@ def test_the_stage_saves_adapter_and_index_and_records_loss_and_figures(tiny_enc
 def _run_cli(*args: str) -> subprocess.CompletedProcess:
     environ = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     return subprocess.run(
-        [sys.executable, "-m", "agentlab.run", "stage=retriever", "logger=none", *args],
+        [sys.executable, "-m", "agentlab.run", "logger=none", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -143,7 +143,7 @@ def _foreign_adapter(tmp_path: Path, encoder_dir: Path) -> list[str]:
     ids=["empty_catalog", "invalid_tool_schema", "adapter_for_another_encoder"],
 )
 def test_bad_retriever_input_exits_2_in_one_paragraph(tmp_path, tiny_encoder_dir, make, says):
-    result = _run_cli(*make(tmp_path, tiny_encoder_dir), f"hydra.run.dir={tmp_path / 'run'}")
+    result = _run_cli("stage=retriever", *make(tmp_path, tiny_encoder_dir), f"hydra.run.dir={tmp_path / 'run'}")
     assert result.returncode == 2, result.stderr[-2000:]
     message = result.stderr.strip()
     assert "\n" not in message and "Traceback" not in message, message

@@ -14,9 +14,14 @@ Fixed against the lab: the assistant's tools run in an environment set to the ta
 assistant sees its own greeting; under ``protocol=seed`` an agent ``###STOP###`` ends the run (the lab never
 checked; tau2's ``LLMAgent`` never stops a run, so ``protocol=tau2`` does not either); any domain.
 
-Malformed calls are tool errors the agent reads, as in tau2: a call to an unknown tool gets agent-framework's
-"not found" result, a call whose arguments do not fit runs in tau2 and gets tau2's own error, and like tau2's
-orchestrator the run ends with ``too_many_errors`` once ``max_errors`` tool results were errors.
+The ``tool_offer`` (``agentlab.eval.offer``) decides which tools each of the agent's model calls carries: all of
+the domain's by default, as tau2's agent has them; the tools retrieved for the conversation so far with
+``tool_retrieval``.
+
+Malformed calls are tool errors the agent reads, as in tau2: a call to an unknown tool (or to one not offered on
+that call) gets agent-framework's "not found" result, a call whose arguments do not fit runs in tau2 and gets
+tau2's own error, and like tau2's orchestrator the run ends with ``too_many_errors`` once ``max_errors`` tool
+results were errors (failures in a row never end a turn early, as agent-framework's default would).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
+from typing import Any
 
 from agent_framework import (
     Agent,
@@ -65,8 +71,9 @@ from agentlab.eval.messages import (
     result_text,
     without_calls_of,
 )
+from agentlab.eval.offer import AllTools, ToolOffer, not_found
 from agentlab.eval.protocol import Protocol
-from agentlab.eval.tools import convert_tau2_tool_to_function_tool, relaxed_evaluate, tool_schemas
+from agentlab.eval.tools import convert_tau2_tool_to_function_tool, relaxed_evaluate
 from agentlab.eval.trajectory import Trajectory, add_usage, total_usage
 from agentlab.eval.window import SlidingWindowHistoryProvider
 from agentlab.models.base import ChatModel, NoModel
@@ -110,45 +117,70 @@ def tool_errors(messages: list[Message]) -> int:
     return sum(1 for m in messages for c in m.contents if c.type == "function_result" and result_text(c.result).startswith(ERROR_PREFIX))
 
 
-def tau2_argument_errors(env: Environment, requestor: ToolRequestor = "assistant") -> FunctionMiddleware:
-    """A function middleware: a call whose arguments do not fit its tool still runs in tau2.
+def tau2_argument_errors(env: Environment, requestor: ToolRequestor = "assistant") -> list[ChatMiddleware | FunctionMiddleware]:
+    """Middleware for one side: a call whose arguments do not fit its tool still runs in tau2.
 
-    agent-framework would answer it with its own "Error: Argument parsing failed ..." without running it;
-    tau2's evaluator replays every call and requires the recorded answer, so that text would make it raise.
-    tau2 answers with the tool's own error instead (what tau2's orchestrator would have shown the agent).
+    agent-framework would answer a call that misses or mistypes an argument with its own "Error: Argument parsing
+    failed ..." without running it, and would run a call with an argument the tool does not take after dropping
+    that argument. tau2's evaluator replays every call as the model wrote it and requires the recorded answer,
+    so either would make it raise. Such calls get tau2's own answer instead (what tau2's orchestrator would have
+    shown the caller: the tool's error). A chat middleware keeps each reply's calls as written (agent-framework
+    hands a function middleware the arguments it has already prepared).
     """
+    written: dict[str, dict[str, Any]] = {}  # the latest reply's calls as the model wrote them, by call id
+
+    @chat_middleware
+    async def keep_written_arguments(context: ChatContext, call_next: Callable[[], Awaitable[None]]) -> None:
+        await call_next()
+        if isinstance(context.result, ChatResponse):
+            written.clear()
+            calls = [c for m in context.result.messages for c in m.contents if c.type == "function_call" and c.call_id]
+            written.update((c.call_id, dict(c.parse_arguments() or {})) for c in calls)
 
     @function_middleware
     async def run_in_tau2(context: FunctionInvocationContext, call_next: Callable[[], Awaitable[None]]) -> None:
-        try:
-            await call_next()
-        except TypeError:  # agent-framework's argument check; our tools never raise (tau2 answers errors as text)
-            call = ToolCall(id="", name=context.function.name, arguments=dict(context.arguments), requestor=requestor)
-            context.result = env.get_response(call).content or ""
+        arguments = written.get(str(context.metadata.get("call_id")), dict(context.arguments))
+        if set(arguments) <= set(context.function.parameters().get("properties", {})):
+            try:
+                await call_next()
+                return
+            except TypeError:  # agent-framework's argument check; our tools never raise (tau2 answers errors as text)
+                pass
+        call = ToolCall(id="", name=context.function.name, arguments=arguments, requestor=requestor)
+        context.result = env.get_response(call).content or ""
 
-    return run_in_tau2
+    return [keep_written_arguments, run_in_tau2]
 
 
-def without_unknown_calls(
+def without_unrun_calls(
     messages: list[Tau2Message], tools: frozenset[str], user_tools: frozenset[str] = frozenset()
 ) -> list[Tau2Message]:
-    """The trajectory without the calls to tools their side does not have (``tools``: the assistant's,
-    ``user_tools``: the user's), nor their results.
+    """The trajectory without the calls that ran nothing, nor their results: calls to tools their side does not
+    have (``tools``: the assistant's, ``user_tools``: the user's), and calls agent-framework answered "not found"
+    (a tool not offered on that call, ``agentlab.eval.offer``).
 
-    Such a call changes nothing and matches no gold action, but tau2's evaluator would replay it and compare
-    tau2's "Tool 'x' not found" with agent-framework's wording (what the caller read), and raise on the difference.
+    Such a call changes nothing and must match no gold action, but tau2's evaluator would replay it and compare
+    its own result with agent-framework's wording (what the caller read), and raise on the difference. Results
+    pair with calls by position, as tau2's replay pairs them (ids may repeat).
     """
     known = {"assistant": tools, "user": user_tools}
-    calls = [c for m in messages if isinstance(m, (AssistantMessage, UserMessage)) for c in m.tool_calls or []]
-    dropped = {c.id for c in calls if c.name not in known[c.requestor]}
-    if not dropped:
+    pending: list[ToolCall] = []
+    unrun: set[int] = set()  # ids of the unrun call objects, and of their result messages
+    for message in messages:
+        if isinstance(message, (AssistantMessage, UserMessage)):
+            pending.extend(message.tool_calls or [])
+        elif isinstance(message, ToolMessage) and pending:
+            call = pending.pop(0)
+            if call.name not in known.get(call.requestor, frozenset()) or message.content == not_found(call.name):
+                unrun.update((id(call), id(message)))
+    if not unrun:
         return messages
     kept: list[Tau2Message] = []
     for message in messages:
-        if isinstance(message, ToolMessage) and message.id in dropped:
+        if id(message) in unrun:
             continue
         if isinstance(message, (AssistantMessage, UserMessage)) and message.tool_calls:
-            calls = [c for c in message.tool_calls if c.id not in dropped]
+            calls = [c for c in message.tool_calls if id(c) not in unrun]
             if not calls and not message.content:
                 continue
             message = message.model_copy(update={"tool_calls": calls or None})
@@ -240,11 +272,13 @@ class TaskRunner:
         evaluation_type: str = EvaluationType.ALL.value,
         judge: ChatModel | None = None,
         protocol: Protocol | None = None,
+        tool_offer: ToolOffer | None = None,
     ) -> None:
         self.domain = domain
         self.evaluation_type = evaluation_type_of(evaluation_type)
         self.judge = judge or NoModel()
         self.protocol = protocol or Protocol()
+        self.tool_offer = tool_offer or AllTools()
         self.max_steps = max_steps
         self.max_errors = max_errors
         self.max_tool_rounds = max_tool_rounds
@@ -262,7 +296,11 @@ class TaskRunner:
 
     def _window(self, prompt: str, tools: list[FunctionTool]) -> SlidingWindowHistoryProvider:
         try:
-            return SlidingWindowHistoryProvider(system_message=prompt, tool_definitions=tool_schemas(tools), max_tokens=self.assistant_window_size)
+            return SlidingWindowHistoryProvider(
+                system_message=prompt,
+                tool_definitions=self.tool_offer.window_schemas(self.domain.name, tools),
+                max_tokens=self.assistant_window_size,
+            )
         except ValueError as exc:
             raise ConfigError(
                 f"window_tokens={self.assistant_window_size} (runner.assistant_window_size) cannot hold the {self.domain.name} "
@@ -278,8 +316,10 @@ class TaskRunner:
         return env, tools, self.protocol.prompts.agent(env.get_policy())
 
     def check_window(self, task: Task) -> None:
-        """Fail before any pair runs when the window cannot even hold the system prompt and tools."""
+        """Fail before any pair runs when the tool offer cannot serve the domain or the window cannot even hold
+        the system prompt and tools."""
         _, tools, prompt = self._assistant_setup(task)
+        self.tool_offer.check(self.domain.name, tools)
         self._window(prompt, tools)
 
     def _bound_tool_rounds(self, client: SupportsChatGetResponse) -> None:
@@ -287,6 +327,9 @@ class TaskRunner:
         if isinstance(config, dict):
             config["max_iterations"] = self.max_tool_rounds  # a model that keeps calling tools must still end its turn
             config["include_detailed_errors"] = True  # our tools are a trusted channel: the model should see why a call failed
+            # calls that fail in a row (unknown or not offered) do not end the turn early: max_errors and the
+            # protocol's step checks end the run, as in tau2
+            config["max_consecutive_errors_per_request"] = self.max_tool_rounds
 
     def assistant_agent(
         self,
@@ -296,8 +339,9 @@ class TaskRunner:
         count: StepCount | None = None,
         seed: int | None = None,
     ) -> tuple[Agent, SlidingWindowHistoryProvider]:
-        """The assistant: domain tools (acting on ``env``, else a fresh task environment), a token-bounded window,
-        and its messages counted into ``count`` (an episode's; a fresh one if None)."""
+        """The assistant: domain tools (acting on ``env``, else a fresh task environment) as the tool offer gives
+        them to each model call, a token-bounded window, and its messages counted into ``count`` (an episode's; a
+        fresh one if None)."""
         env, tools, prompt = self._assistant_setup(task, env)
         count = count or StepCount(self.protocol, self.max_steps, self.max_errors)
         window = self._window(prompt, tools)
@@ -308,7 +352,12 @@ class TaskRunner:
             tools=tools,
             default_options=self._sampling(self.assistant_sampling_temperature, seed),
             context_providers=[window],
-            middleware=[count_model_steps(count), *self._naming(), tau2_argument_errors(env)],
+            middleware=[
+                count_model_steps(count),
+                *self.tool_offer.middleware(self.domain.name, tools),
+                *self._naming(),
+                *tau2_argument_errors(env),
+            ],
         )
         return agent, window
 
@@ -340,7 +389,7 @@ class TaskRunner:
             middleware=[
                 count_model_steps(count, text_replies=False),
                 *self._naming(),
-                *([tau2_argument_errors(env, requestor="user")] if tools else []),
+                *(tau2_argument_errors(env, requestor="user") if tools else []),
             ],
         )
 
@@ -451,11 +500,11 @@ class TaskRunner:
         """Score with tau2's official evaluator, as ``evaluation_type`` says (default ``all``: environment, actions,
         communication; no LLM judge). NL assertions are judged by ``judge``, its tokens added to ``judge_usage``.
 
-        It replays the trajectory without the calls to unknown tools (``without_unknown_calls``), on environments
+        It replays the trajectory without the calls that ran nothing (``without_unrun_calls``), on environments
         that share the process's parsed database (``environments.evaluate``: the same reward as tau2's own path;
         ``tools.relaxed_evaluate`` on a ``relaxed()`` runner).
         """
-        messages = without_unknown_calls(simulation.messages, *self._tool_names)
+        messages = without_unrun_calls(simulation.messages, *self._tool_names)
         replayed = simulation.model_copy(update={"messages": messages})
         with judged_by(self.judge, judge_usage if judge_usage is not None else {}):
             return self.score_with(replayed, task, self.evaluation_type, self.domain.name)

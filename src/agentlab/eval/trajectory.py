@@ -171,9 +171,15 @@ def tau2_messages(dicts: Sequence[Mapping[str, Any]]) -> list[Tau2Message]:
 
 
 def training_turns(messages: Sequence[Tau2Message]) -> list[dict[str, Any]]:
-    """The agent's view of a conversation as training turns (OpenAI-style dicts), cut after its last turn: the
-    agent never sees the user's stop. Tool results carry their call's name. The user's own tool calls and their
-    results (telecom's user acts on its phone) are not the agent's to see."""
+    """``agent_turns`` cut after the agent's last turn: the agent never sees the user's stop."""
+    turns = agent_turns(messages)
+    last = max((i for i, t in enumerate(turns) if t["role"] == "assistant"), default=-1)
+    return turns[: last + 1]
+
+
+def agent_turns(messages: Sequence[Tau2Message]) -> list[dict[str, Any]]:
+    """The agent's view of a conversation as OpenAI-style turns. Tool results carry their call's name. The
+    user's own tool calls and their results (telecom's user acts on its phone) are not the agent's to see."""
     names = {call.id: call.name for m in messages for call in getattr(m, "tool_calls", None) or []}
     turns: list[dict[str, Any]] = []
     for message in messages:
@@ -186,5 +192,4 @@ def training_turns(messages: Sequence[Tau2Message]) -> list[dict[str, Any]]:
             turns.append({"role": "tool", "content": content, "tool_call_id": message.id, "name": names.get(message.id)})
         elif isinstance(message, UserMessage) and not message.tool_calls:
             turns.append({"role": "user", "content": content})
-    last = max((i for i, t in enumerate(turns) if t["role"] == "assistant"), default=-1)
-    return turns[: last + 1]
+    return turns

@@ -4,8 +4,8 @@ Transport faults (``TRANSPORT_FAULTS``) hit any request: HTTP 429 with and witho
 a timeout (the request is held until the client gives up), a dropped connection, a truncated body, a 200
 whose body is not JSON, a 200 without choices. A client must survive each by retrying. Output faults
 (``OUTPUT_FAULTS``) replace the agent's reply with a malformed one (an unknown tool, arguments against the
-schema or not JSON, several calls, text and a call, an empty or an endless reply); the harness must turn
-each into a tool error the agent reads, or text, never a crash.
+schema or not JSON, an argument the tool does not take, several calls, text and a call, an empty or an
+endless reply); the harness must turn each into a tool error the agent reads, or text, never a crash.
 
 Faults come from a script (the n-th request of a model gets ``script[model][n]``; tests), from a task's fault
 (every request of a model about that task gets ``task_faults[model][task_id]``: a task that never gets through)
@@ -35,7 +35,8 @@ from agentlab.models.oracle_server import CompletionHandler, LoopbackServer, Ora
 
 TRANSPORT_FAULTS = ("429_retry_after", "429", "500", "503", "timeout", "drop", "truncated", "not_json", "no_choices")
 OUTPUT_FAULTS = (
-    "unknown_tool", "bad_arguments", "invalid_json_arguments", "several_calls", "text_and_call", "empty_reply", "endless_reply",
+    "unknown_tool", "bad_arguments", "extra_argument", "invalid_json_arguments", "several_calls", "text_and_call", "empty_reply",
+    "endless_reply",
 )
 UNKNOWN_TOOL = "lookup_everything"
 ENDLESS_TEXT = "and so on " * 2000
@@ -193,6 +194,10 @@ def output_fault(fault: str, message: dict[str, Any], tools: list[dict[str, Any]
         return {"role": "assistant", "content": None, "tool_calls": [_call("fault_0", UNKNOWN_TOOL, "{}")]}, None
     if fault == "bad_arguments":
         return {"role": "assistant", "content": None, "tool_calls": [_call("fault_0", tool, json.dumps({"no_such_argument": 1}))]}, None
+    if fault == "extra_argument":  # the gold call with an argument its tool does not take
+        call = gold[0]["function"] if gold else {"name": tool, "arguments": "{}"}
+        arguments = json.dumps({**json.loads(call["arguments"]), "status": "urgent"})
+        return {"role": "assistant", "content": None, "tool_calls": [_call("fault_0", call["name"], arguments)]}, None
     if fault == "invalid_json_arguments":
         return {"role": "assistant", "content": None, "tool_calls": [_call("fault_0", tool, '{"user_id": ')]}, None
     if fault == "several_calls":

@@ -24,6 +24,7 @@ from typing import Any
 
 from agent_framework import (
     BaseChatClient,
+    ChatMiddlewareLayer,
     ChatResponse,
     Content,
     FunctionInvocationLayer,
@@ -379,8 +380,12 @@ def prompt_ids(tokenizer: Any, chat: Chat, limit: int, tools: Schemas | None = N
     return ids[:head] + ids[len(ids) - (limit - head) :]
 
 
-class LocalChatClient(FunctionInvocationLayer, BaseChatClient):
-    """One conversation's client over a shared ``LocalHFModel``; agent-framework runs the tools it calls."""
+class LocalChatClient(FunctionInvocationLayer, ChatMiddlewareLayer, BaseChatClient):
+    """One conversation's client over a shared ``LocalHFModel``; agent-framework runs the tools it calls.
+
+    Its layers are the OpenAI client's, so the runner's chat middleware (step counting, the tool offer) runs
+    around each of its model calls too.
+    """
 
     OTEL_PROVIDER_NAME = "agentlab.local"
 

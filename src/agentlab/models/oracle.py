@@ -20,6 +20,7 @@ from typing import Any
 
 from agent_framework import (
     BaseChatClient,
+    ChatMiddlewareLayer,
     ChatResponse,
     Content,
     FunctionInvocationLayer,
@@ -141,8 +142,12 @@ def is_own_call(call_id: str | None, requestor: ToolRequestor = "assistant") -> 
     return bool(call_id) and call_id.startswith(prefix) and call_id[len(prefix) :].isdigit()
 
 
-class OracleChatClient(FunctionInvocationLayer, BaseChatClient):
-    """An agent-framework client that plays one task's oracle role; tools run through the normal loop."""
+class OracleChatClient(FunctionInvocationLayer, ChatMiddlewareLayer, BaseChatClient):
+    """An agent-framework client that plays one task's oracle role; tools run through the normal loop.
+
+    Its layers are the OpenAI client's, so the runner's chat middleware (step counting, the tool offer) runs
+    around each of its model calls too.
+    """
 
     OTEL_PROVIDER_NAME = "oracle"
 
