@@ -31,21 +31,21 @@ def _jobs(sweep: Path) -> dict[str, dict]:
 
 @pytest.mark.parametrize("launcher", ["basic", "submitit_local", "ray"])
 def test_a_sweep_completes_on_each_launcher(tmp_path, launcher):
-    sweep = _multirun(tmp_path, f"hydra/launcher={launcher}", "logger=none", "max_steps=10,20")
+    sweep = _multirun(tmp_path, f"hydra/launcher={launcher}", "logger=none", "max_steps=20,30")
     jobs = _jobs(sweep)
-    assert sorted(jobs) == ["0_max_steps=10", "1_max_steps=20"]  # a job's folder: its number, what tells it from its siblings
+    assert sorted(jobs) == ["0_max_steps=20", "1_max_steps=30"]  # a job's folder: its number, what tells it from its siblings
     assert all(m["eval/avg_reward"] == 1.0 and m["eval/pass^1"] == 1.0 for m in jobs.values())
 
 
 def test_each_job_records_an_offline_wandb_run_with_group_job_type_config_and_summary(tmp_path):
-    sweep = _multirun(tmp_path, "logger=wandb", "max_steps=10,20")
+    sweep = _multirun(tmp_path, "logger=wandb", "max_steps=20,30")
     for job in sorted(sweep.iterdir()):
         if not job.is_dir() or job.name.startswith("."):
             continue
         record = read_offline_run(job)
         assert record["group"] == "tau2_airline" and record["job_type"] == "eval"
         assert record["name"] == job.name.split("_", 1)[1]  # the swept override
-        assert record["config"]["max_steps"] in (10, 20) and record["config"]["agent._target_"] == "agentlab.models.oracle.OracleModel"
+        assert record["config"]["max_steps"] in (20, 30) and record["config"]["agent._target_"] == "agentlab.models.oracle.OracleModel"
         assert record["summary"]["eval/avg_reward"] == 1.0 and record["summary"]["eval/pass^1"] == 1.0
         assert ("results", "results") in {(n.split(":")[0], t) for n, t in record["artifacts"]}
 

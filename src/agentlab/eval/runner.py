@@ -294,6 +294,12 @@ class TaskRunner:
         runner.score_with = relaxed_evaluate
         return runner
 
+    def with_max_steps(self, max_steps: int) -> TaskRunner:
+        """A copy of this runner whose runs end at ``max_steps`` (and allow as many tool rounds in a turn)."""
+        runner = copy.copy(self)
+        runner.max_steps = runner.max_tool_rounds = max_steps
+        return runner
+
     def _window(self, prompt: str, tools: list[FunctionTool]) -> SlidingWindowHistoryProvider:
         try:
             return SlidingWindowHistoryProvider(

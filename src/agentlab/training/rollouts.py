@@ -26,11 +26,18 @@ from agentlab.training.trainers.base import NothingToTrain
 
 
 class RolloutSampler:
-    """``stage.rollouts``: ``evaluation`` is a partial ``Evaluation`` (the stage gives it the policy as agent)."""
+    """``stage.rollouts``: ``evaluation`` is a partial ``Evaluation`` (the stage gives it the policy as agent).
 
-    def __init__(self, evaluation: Callable[..., Evaluation], include_expert: bool = True) -> None:
+    The expert's runs end at ``expert_max_steps`` messages, not at the policy's ``max_steps``: a gold trajectory
+    cut short would score 0 and lose the task its expert sample (tau2's default, 200, is above every gold run).
+    """
+
+    def __init__(
+        self, evaluation: Callable[..., Evaluation], include_expert: bool = True, expert_max_steps: int = 200
+    ) -> None:
         self.evaluation = evaluation
         self.include_expert = include_expert
+        self.expert_max_steps = expert_max_steps
 
     def _rows(self, evaluation: Evaluation, run_dir: Path) -> list[dict[str, Any]]:
         tasks = evaluation.tasks()
@@ -48,6 +55,7 @@ class RolloutSampler:
         if self.include_expert:
             oracle = OracleModel()
             expert = self.evaluation(agent=oracle, user=oracle, num_trials=1)
+            expert.runner = expert.runner.with_max_steps(self.expert_max_steps)
             rows += self._rows(expert, work_dir / EXPERT_DIR)
         return rows
 
