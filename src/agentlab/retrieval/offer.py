@@ -64,10 +64,12 @@ class EncoderRanker:
 
 @dataclass(frozen=True)
 class Pool:
-    """One domain's candidates: their catalog positions, and the names of the domain's own tools among them."""
+    """One domain's candidates, worked out once: their catalog positions, the domain's own tools among them by
+    name, and the schemas of the ``top_k`` largest of the others (what the window budgets for)."""
 
     positions: list[int]
-    own: frozenset[str]
+    own: dict[str, CatalogTool]
+    largest_others: list[dict[str, Any]]
 
 
 class RetrievedTools(ToolOffer):
@@ -101,7 +103,7 @@ class RetrievedTools(ToolOffer):
         """``domain``'s candidates (``tools``: its real ones); a catalog without any of them is a config error."""
         if domain not in self._pools:
             catalog, real = self.tools(), {tool.name for tool in tools}
-            own = {t.name for t in catalog if t.side == "assistant" and t.domain == domain and t.name in real}
+            own = {t.name: t for t in catalog if t.side == "assistant" and t.domain == domain and t.name in real}
             if not own:
                 domains = sorted({t.domain for t in catalog})
                 raise ConfigError(
@@ -113,7 +115,9 @@ class RetrievedTools(ToolOffer):
                 for i, t in enumerate(catalog)
                 if t.side == "assistant" and (t.name in own if t.domain == domain else t.name not in real)
             ]
-            self._pools[domain] = Pool(positions, frozenset(own))
+            others = [catalog[i].schema() for i in positions if catalog[i].domain != domain]
+            others.sort(key=lambda schema: len(str(schema)), reverse=True)
+            self._pools[domain] = Pool(positions, own, others[: self.top_k])
         return self._pools[domain]
 
     def check(self, domain: str, tools: list[FunctionTool]) -> None:
@@ -122,10 +126,7 @@ class RetrievedTools(ToolOffer):
 
     def window_schemas(self, domain: str, tools: list[FunctionTool]) -> list[dict[str, Any]]:
         """The domain's tools (each may be in use) and the ``top_k`` largest of the others."""
-        pool, catalog = self.pool(domain, tools), self.tools()
-        others = [catalog[i].schema() for i in pool.positions if catalog[i].domain != domain]
-        others.sort(key=lambda schema: len(str(schema)), reverse=True)
-        return [tool.to_json_schema_spec() for tool in tools] + others[: self.top_k]
+        return [tool.to_json_schema_spec() for tool in tools] + self.pool(domain, tools).largest_others
 
     def offered(self, domain: str, tools: list[FunctionTool], query: str, used: set[str]) -> list[CatalogTool]:
         """What ``query`` is offered: the ``top_k`` best of the pool, best first (a name once), then the domain's
@@ -138,8 +139,7 @@ class RetrievedTools(ToolOffer):
             chosen.setdefault(tool.name, tool)
             if len(chosen) == self.top_k:
                 break
-        own = {t.name: t for t in catalog if t.domain == domain and t.name in pool.own}
-        return [*chosen.values(), *(own[name] for name in sorted(used - set(chosen)))]
+        return [*chosen.values(), *(pool.own[name] for name in sorted(used - set(chosen)))]
 
     def middleware(self, domain: str, tools: list[FunctionTool]) -> list[ChatMiddleware]:
         real = {tool.name: tool for tool in tools}
